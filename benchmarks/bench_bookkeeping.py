@@ -25,9 +25,9 @@ from fake_llm_server import FakeLLMServer  # noqa: E402
 from test_build import write_pairs  # noqa: E402
 from test_build_llm import responder  # noqa: E402
 
-from crome.builder.config import BuildConfig  # noqa: E402
+from crome.builder.run.config import BuildConfig  # noqa: E402
 from crome.builder.oracles import get_oracle  # noqa: E402
-from crome.builder.pipeline import build  # noqa: E402
+from crome.builder.run.pipeline import build  # noqa: E402
 
 
 def run(provider: str, pairs: int, concurrency: int) -> dict:

@@ -56,8 +56,8 @@ def one(source: str, out: str) -> dict:
     """Run one build in this process and report time and peak memory."""
     import pyarrow.parquet as pq
 
-    from crome.builder.config import BuildConfig
-    from crome.builder.pipeline import build
+    from crome.builder.run.config import BuildConfig
+    from crome.builder.run.pipeline import build
 
     t0 = time.perf_counter()
     result = build(BuildConfig(source=source, out=out))

@@ -11,7 +11,7 @@ Setup (benchmarks/REPRODUCTION.md has the reasoning and the results):
    answers and 10% of rejected ones, drawn per seed. It is an opening line, so the answer-side
    truncation of the encoder never removes it, and the rules oracle's degrades keep it (they lock
    an answer's opening and closing).
-2. Data, built with `crome.builder.pipeline.build` and the offline rules oracle:
+2. Data, built with `crome.builder.run.pipeline.build` and the offline rules oracle:
    - crome: original + causal degrades (the cue stays on both sides of such a pair) + IQN neutral
      ties (an answer pair under an unrelated prompt: same answers, so the cue differs as in the
      originals, but the label is a tie);
@@ -31,7 +31,7 @@ Setup (benchmarks/REPRODUCTION.md has the reasoning and the results):
      cue to an answer is worth in units of the model's spread of clean margins;
    - LLMBar natural and adversarial (a seeded subset), RM-Bench chat/code/safety (a seeded subset
      of prompts; average and hard accuracy);
-   - the robustness probe: every transformation of `crome.train.perturb`, applied to both answers
+   - the robustness probe: every transformation of `crome.train.robustness`, applied to both answers
      of a seeded subset of the clean held-out pairs (mean accuracy and mean drop).
 
 Writes OUT/reproduction.json (every run, and mean / sample std over seeds) and
@@ -260,8 +260,8 @@ def eval_suites(sizes: Sizes) -> dict[str, list[Any]]:
 
 def build_runs(seed: int, sources: list[dict[str, Any]], work: Path, runs: list[str]) -> dict[str, Any]:
     """The planted source and the augmented runs (RUNS) of one seed."""
-    from crome.builder.config import BuildConfig
-    from crome.builder.pipeline import build
+    from crome.builder.run.config import BuildConfig
+    from crome.builder.run.pipeline import build
 
     work.mkdir(parents=True, exist_ok=True)
     planted = plant_cue(sources, seed, work / "source.jsonl")

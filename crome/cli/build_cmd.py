@@ -113,11 +113,11 @@ def register(app: typer.Typer) -> None:
         """Build a Crome dataset: rubrics, causal counterfactuals, IQN neutrals, validation, dedup, export."""
         from pydantic import ValidationError
 
-        from crome.builder.config import BuildConfig
-        from crome.builder.generate import BuildStopped
+        from crome.builder.run.config import BuildConfig
+        from crome.builder.run.generate import BuildStopped
         from crome.builder.oracles.base import SystematicOracleError
-        from crome.builder.pipeline import Progress as Hooks
-        from crome.builder.pipeline import build
+        from crome.builder.run.pipeline import Progress as Hooks
+        from crome.builder.run.pipeline import build
         from crome.builder.sources import SourceError
         from crome.builder.store import RunInUseError
 
@@ -157,7 +157,7 @@ def register(app: typer.Typer) -> None:
                 err.print(f"[red]oracle error, run stopped:[/] {exc}")
                 raise typer.Exit(3) from None
         if result.stopped == "dry_run":
-            from crome.builder.estimate import print_estimate
+            from crome.builder.run.estimate import print_estimate
 
             print_estimate(result.summary, err)
             return
@@ -176,7 +176,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     ) -> None:
         """Where a run stands: counts, oracle calls, spend and batch jobs (reads the store only; calls nothing)."""
-        from crome.builder.status import run_status
+        from crome.builder.run.status import run_status
         from crome.builder.store import RunStoreError
 
         try:
@@ -198,7 +198,7 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary table."),
     ) -> None:
         """Merge complete shards into the dataset one unsharded build gives (cross-shard dedup included); calls no oracle."""
-        from crome.builder.merge import MergeError, merge
+        from crome.builder.run.merge import MergeError, merge
         from crome.builder.sources import SourceError
         from crome.builder.store import RunInUseError
 

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from crome.builder.publish import DEFAULT_MAX_SHARD_SIZE
+from crome.builder.hub.publish import DEFAULT_MAX_SHARD_SIZE
 
 
 def _fail(message: str) -> None:
@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
         max_shard_size: str = typer.Option(DEFAULT_MAX_SHARD_SIZE, "--max-shard-size", help="Largest Parquet shard (Arrow bytes)."),
     ) -> None:
         """Publish a run as Parquet shards and a dataset card: one commit with what changed, none if nothing did."""
-        from crome.builder.publish import PublishError, publish
+        from crome.builder.hub.publish import PublishError, publish
 
         err = Console(stderr=True)
         try:
@@ -68,7 +68,7 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Seed of the samples."),
     ) -> None:
         """Counts, preference balance, length and formatting by side, rejections, duplicates and samples (DuckDB)."""
-        from crome.builder.audit import AuditError, audit, run_query
+        from crome.builder.hub.audit import AuditError, audit, run_query
 
         console = Console()
         try:
@@ -81,7 +81,7 @@ def register(app: typer.Typer) -> None:
             _fail(str(e))
             return
         if report is not None:
-            from crome.builder.audit_html import render_html
+            from crome.builder.hub.audit_html import render_html
 
             report.parent.mkdir(parents=True, exist_ok=True)
             report.write_text(render_html(result), encoding="utf-8")
@@ -104,7 +104,7 @@ def _print_query(console: Console, columns: list[str], rows: list[tuple], as_jso
 
 
 def _print_report(console: Console, report) -> None:
-    from crome.builder.audit import format_value
+    from crome.builder.hub.audit import format_value
 
     console.print(f"[bold]crome audit[/] {report.source} ({report.source_type}, {report.files} files, {report.rows:,} rows)")
     for section in report.sections:

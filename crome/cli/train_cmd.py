@@ -140,7 +140,7 @@ def register(app: typer.Typer) -> None:
         dtype: str = typer.Option("auto", help="Weights dtype: auto, float32, bfloat16, float16."),
         device: Optional[str] = typer.Option(None, help="Device (default: cuda when available, else cpu)."),
         perturb: Optional[str] = typer.Option(
-            None, help="Robustness: 'all' or a comma list of transformations applied to both answers (see crome.train.perturb)."
+            None, help="Robustness: 'all' or a comma list of transformations applied to both answers (see crome.train.robustness)."
         ),
         one_sided: Optional[str] = typer.Option(
             None, help="Also change only this answer (chosen or rejected) and report how often the ranking flips."

@@ -24,7 +24,7 @@ from jinja2 import meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from crome.hashing import file_sha256
+from crome.schemas.hashing import file_sha256
 from crome.schemas.oracle import OUTPUT_MODELS
 
 if TYPE_CHECKING:

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from crome.hashing import stable_hash
+from crome.schemas.hashing import stable_hash
 from crome.schemas.messages import AssistantMessage, Message
 
 

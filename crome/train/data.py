@@ -22,7 +22,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-from crome.hashing import stable_hash
+from crome.schemas.hashing import stable_hash
 
 KINDS = ("original", "causal", "neutral")
 KIND_IDS = {k: i for i, k in enumerate(KINDS)}

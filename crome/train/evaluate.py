@@ -251,7 +251,7 @@ class RewardCache:
         return margins, truncated
 
     def __call__(self, pairs: Iterable[Any]) -> list[float]:
-        """The margins only: the `score_fn` that `crome.train.perturb.robustness_report` takes."""
+        """The margins only: the `score_fn` that `crome.train.robustness.robustness_report` takes."""
         return self.margins(pairs)[0]
 
 
@@ -498,9 +498,9 @@ def evaluate_robustness(
     `one_sided` ("chosen" or "rejected") adds the one-sided test on that answer: how often the
     ranking flips. With names "all" it runs the quality-neutral transformations only (the others,
     typos or injected text, may rightly change a verdict when only one answer has them); named
-    transformations run as given. Ties are skipped (no right order). See crome.train.perturb.
+    transformations run as given. Ties are skipped (no right order). See crome.train.robustness.
     """
-    from crome.train.perturb import TRANSFORMS, resolve_names, robustness_report
+    from crome.train.robustness import TRANSFORMS, resolve_names, robustness_report
 
     if one_sided is not None and one_sided not in ONE_SIDED:
         raise ValueError(f"--one-sided must be chosen or rejected, got {one_sided!r}")
@@ -539,7 +539,7 @@ def evaluate_model(
     if one_sided is not None and perturb is None:
         raise ValueError("--one-sided needs --perturb (all or transformation names)")
     if perturb is not None:
-        from crome.train.perturb import resolve_names
+        from crome.train.robustness import resolve_names
 
         resolve_names(perturb)  # an unknown name fails before the model loads
     pairs, files = [], []

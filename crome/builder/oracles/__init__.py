@@ -10,8 +10,8 @@ from crome.builder.oracles.base import Generate, Oracle, OracleRequest, OracleRe
 # provider -> "module:Class"; imported lazily so `rules` never imports the provider SDKs.
 REGISTRY: dict[str, str] = {
     "rules": "crome.builder.oracles.rules:RulesOracle",
-    "openai": "crome.builder.oracles.openai_oracle:OpenAIOracle",
-    "gemini": "crome.builder.oracles.gemini_oracle:GeminiOracle",
+    "openai": "crome.builder.oracles.llm.openai:OpenAIOracle",
+    "gemini": "crome.builder.oracles.llm.gemini:GeminiOracle",
 }
 
 

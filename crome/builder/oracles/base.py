@@ -14,7 +14,7 @@ from typing import Any, Awaitable, Callable, ClassVar, Literal, Protocol, runtim
 
 from pydantic import BaseModel
 
-from crome.hashing import stable_hash
+from crome.schemas.hashing import stable_hash
 
 # ok: parsed output present. The rest are recorded as what they are and never retried forever.
 Status = Literal["ok", "refused", "blocked", "truncated", "invalid", "unsupported", "error"]

@@ -16,9 +16,9 @@ import random
 from typing import Callable
 
 from crome.builder.oracles.base import Generate
-from crome.builder.records import Candidate, PairContext
+from crome.builder.stages.records import Candidate, PairContext
 from crome.builder.stages.common import ask, conversation_text, failure_detail
-from crome.hashing import stable_hash
+from crome.schemas.hashing import stable_hash
 
 SAFETY_RUBRICS = {"safety", "harmlessness", "harm_avoidance"}
 

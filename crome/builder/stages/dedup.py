@@ -26,7 +26,7 @@ import numpy as np
 from datasketch import MinHash, MinHashLSH
 from pydantic import BaseModel
 
-from crome.hashing import stable_hash
+from crome.schemas.hashing import stable_hash
 
 # CJK characters are words of their own (no spaces between words in those scripts).
 _WORD_RE = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]|[^\W_]+")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from crome.builder.records import Candidate, PairContext
+from crome.builder.stages.records import Candidate, PairContext
 from crome.builder.stages.causal import pair_rng
 
 MAX_DRAWS = 20

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 
 from crome.builder.oracles.base import Generate
-from crome.builder.records import PairContext
+from crome.builder.stages.records import PairContext
 from crome.builder.stages.common import ask, conversation_text, failure_detail
 
 

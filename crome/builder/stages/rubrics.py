@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from crome.builder.oracles.base import Generate
-from crome.builder.records import PairContext
+from crome.builder.stages.records import PairContext
 from crome.builder.stages.common import ask, conversation_text, failure_detail
-from crome.hashing import stable_hash
+from crome.schemas.hashing import stable_hash
 from crome.schemas import Rubric
 
 

@@ -16,7 +16,7 @@ from typing import Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from crome.builder.text import BOLD_RE, Line, closing, fence_count, language_similarity, opening, parse_lines
+from crome.text import BOLD_RE, Line, closing, fence_count, language_similarity, opening, parse_lines
 from crome.schemas.rows import Quality
 
 

@@ -1,0 +1,213 @@
+"""`crome merge`: shards built with `--shard i/N` combined into exactly what one unsharded build gives.
+
+The shards must be complete, share their source and build options (all but how each process
+ran: shard, batch, concurrency, limits, budget) and cover 0..N-1 once each. Every shard's call
+cache is copied into OUT's store, then the normal unsharded build runs into OUT: every oracle
+call is a cache hit, so nothing is called or paid, and the result (rows, rejections, cross-shard
+dedup, IQN draws) is by construction the one an unsharded run gives. Calls that failed in a shard
+replay their failure through `ReplayOracle`, which calls no provider and needs no API key.
+
+The summary gains a `shards` section: each shard's counts and spend (from its store), and their sums.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from crome.builder.run.config import BuildConfig
+from crome.builder.oracles import REGISTRY, parse_oracle_spec
+from crome.builder.oracles.base import OracleRequest, OracleResponse
+from crome.builder.run.pipeline import BuildResult, Progress, build, read_source, source_fingerprint
+from crome.builder.sources import SourceError
+from crome.builder.run.status import spend
+from crome.builder.store import CallRecord, RunStore, RunStoreError
+
+# How each process ran, not what it built: shards may differ in these.
+EXECUTION_OPTIONS = frozenset(
+    {"shard", "batch", "concurrency", "rpm", "tpm", "timeout", "schema_mode", "max_cost", "max_failures", "dry_run", "base_url"}
+)
+_IMPORT_CHUNK = 5000
+
+
+class MergeError(ValueError):
+    """The shards cannot be merged as given (the message says which and why)."""
+
+
+@dataclass
+class Shard:
+    path: Path
+    index: int
+    count: int
+    options: dict[str, Any]
+    summary: dict[str, Any]
+    source: dict[str, Any]  # store meta: spec and fingerprint
+
+
+def read_shard(path: Path) -> Shard:
+    for name in ("config.json", "summary.json"):
+        if not (path / name).exists():
+            raise MergeError(f"{path}: no {name}; is it the output directory of `crome build --shard i/N`?")
+    options = json.loads((path / "config.json").read_text())
+    summary = json.loads((path / "summary.json").read_text())
+    shard = options.get("shard")
+    if not shard:
+        raise MergeError(f"{path}: not a shard (built without --shard i/N)")
+    if summary.get("status") != "complete":
+        raise MergeError(f"{path} (shard {shard[0]}/{shard[1]}) is not complete ({summary.get('status')}): re-run its build until it completes")
+    try:
+        with RunStore.open(path, read_only=True) as store:
+            source = store.get_meta("source") or {}
+    except RunStoreError as exc:
+        raise MergeError(f"{path}: {exc}") from None
+    return Shard(path=path, index=int(shard[0]), count=int(shard[1]), options=options, summary=summary, source=source)
+
+
+def check_shards(shards: list[Shard]) -> dict[str, Any]:
+    """The options the shards share; an error naming the first difference, gap or repeat."""
+    if not shards:
+        raise MergeError("no shards given")
+    first = shards[0]
+    method = {k: v for k, v in first.options.items() if k not in EXECUTION_OPTIONS}
+    for s in shards[1:]:
+        other = {k: v for k, v in s.options.items() if k not in EXECUTION_OPTIONS}
+        diff = sorted(k for k in set(method) | set(other) if method.get(k) != other.get(k))
+        if diff:
+            k = diff[0]
+            raise MergeError(f"{s.path} was built with {k}={other.get(k)!r} but {first.path} with {k}={method.get(k)!r}: shards of one dataset share their options")
+        if s.source.get("fingerprint") != first.source.get("fingerprint"):
+            raise MergeError(f"{s.path} and {first.path} were built from different source data")
+    n = first.count
+    if any(s.count != n for s in shards):
+        raise MergeError(f"shards of different splits: {', '.join(f'{s.index}/{s.count}' for s in shards)}")
+    seen: dict[int, Path] = {}
+    for s in shards:
+        if s.index in seen:
+            raise MergeError(f"shard {s.index}/{n} given twice: {seen[s.index]} and {s.path}")
+        seen[s.index] = s.path
+    missing = sorted(set(range(n)) - set(seen))
+    if missing:
+        raise MergeError(f"shard(s) {', '.join(f'{i}/{n}' for i in missing)} missing: the merge needs all {n}")
+    return method
+
+
+class ReplayOracle:
+    """The shards' oracle as seen from their caches: answers what they failed with, calls no provider."""
+
+    def __init__(self, spec: str, failed: dict[str, CallRecord]):
+        self.provider, self.model = parse_oracle_spec(spec)
+        cls = getattr(importlib.import_module(REGISTRY[self.provider].partition(":")[0]), REGISTRY[self.provider].partition(":")[2])
+        self.supports_upgrade = cls.supports_upgrade
+        self.supports_safety = cls.supports_safety
+        self.failed = failed
+        self.misses = 0
+
+    @property
+    def name(self) -> str:
+        return f"{self.provider}:{self.model}"
+
+    async def agenerate(self, request: OracleRequest) -> OracleResponse:
+        rec = self.failed.get(request.cache_key(self.provider, self.model))
+        if rec is None:
+            # Complete shards made every call this build needs; a miss means their caches disagree with the source.
+            self.misses += 1
+            return OracleResponse(status="error", error="no shard holds this call (merge replays the shards' calls, it calls no oracle)")
+        # Paid for in the shard already: replayed at no cost, with the same status, error and attempts.
+        return rec.to_response(request.output_model).replace(cached=False, input_tokens=0, output_tokens=0)
+
+
+def _import_calls(shards: list[Shard], out: Path) -> tuple[dict[str, CallRecord], int]:
+    """Copy the shards' final calls into OUT's store (lowest shard first wins); return the failed ones, and the count."""
+    imported: set[str] = set()
+    failed: dict[str, CallRecord] = {}
+    with RunStore.open(out) as dest:
+        for shard in sorted(shards, key=lambda s: s.index):
+            with RunStore.open(shard.path, read_only=True) as src:
+                chunk: list[CallRecord] = []
+                for rec in src.iter_calls():
+                    if rec.key in imported:
+                        continue
+                    if rec.replayable:
+                        imported.add(rec.key)
+                        failed.pop(rec.key, None)
+                        chunk.append(rec)
+                        if len(chunk) >= _IMPORT_CHUNK:
+                            dest.record_calls(chunk)
+                            chunk = []
+                    else:
+                        failed.setdefault(rec.key, rec)
+                dest.record_calls(chunk)
+    return failed, len(imported)
+
+
+def _shard_report(shards: list[Shard]) -> dict[str, Any]:
+    rows = []
+    for s in sorted(shards, key=lambda s: s.index):
+        with RunStore.open(s.path, read_only=True) as store:
+            money = spend(store)
+        c = s.summary.get("counts", {})
+        rows.append({
+            "shard": f"{s.index}/{s.count}", "run": s.path.name,
+            "counts": {k: c.get(k, 0) for k in ("source_pairs", "quarantined", "rows", "rejections")},
+            "rows_by_kind": c.get("rows_by_kind", {}),
+            "spend": money,
+        })
+    keys = ("calls", "batch_calls", "input_tokens", "output_tokens")
+    costs = [r["spend"]["cost_usd"] for r in rows]
+    return {
+        "count": len(rows),
+        "shards": rows,
+        "totals": {
+            **{k: sum(r["counts"][k] for r in rows) for k in ("source_pairs", "quarantined", "rows", "rejections")},
+            **{k: sum(r["spend"][k] for r in rows) for k in keys},
+            # What the shards really spent (merging spends nothing); None when a model has no price.
+            "cost_usd": None if any(c is None for c in costs) else round(sum(costs), 6),
+        },
+    }
+
+
+def merge(
+    shard_dirs: list[str | Path], out: str | Path, *, source: str | None = None, templates_dir: str | None = None,
+    progress: Progress | None = None,
+) -> BuildResult:
+    """Merge complete shards into OUT: the unsharded build, made from their caches alone."""
+    shards = [read_shard(Path(d)) for d in shard_dirs]
+    options = check_shards(shards)
+    out = Path(out)
+    if any(out.resolve() == s.path.resolve() for s in shards):
+        raise MergeError(f"--out {out} is one of the shards: merge into a new directory")
+    if options.get("templates_dir") and not templates_dir:
+        raise MergeError(f"the shards used --templates-dir {options['templates_dir']}: pass the same folder with --templates-dir")
+    spec = source or shards[0].source.get("spec")
+    if not spec:
+        raise MergeError("the shards do not record where their source is: pass it with --source")
+    fields = {k: v for k, v in options.items() if k in BuildConfig.model_fields and k not in {"source", "out", "templates_dir"}}
+    cfg = BuildConfig(**fields, source=spec, out=str(out), templates_dir=templates_dir)
+    try:
+        pairs, quarantined, info = read_source(cfg)
+    except (SourceError, OSError) as exc:
+        raise MergeError(f"cannot read the source the shards were built from ({spec}): {exc}; pass it with --source") from None
+    expected = shards[0].source.get("fingerprint")
+    if expected is not None and source_fingerprint(pairs, info) != expected:
+        raise MergeError(f"the source at {spec} is not the data the shards were built from (its pairs differ)")
+
+    failed, _ = _import_calls(shards, out)
+    oracle = None if cfg.is_rules else ReplayOracle(cfg.oracle, failed)
+    result = build(cfg, progress, oracle, source=(pairs, quarantined, info))
+    summary = result.summary
+    summary["shards"] = _shard_report(shards)
+    if oracle is not None and oracle.misses:
+        summary["shards"]["replay_misses"] = oracle.misses
+    tmp = out / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    os.replace(tmp, out / "summary.json")
+    with RunStore.open(out) as store:
+        store.set_meta("summary", summary)
+    return result
+
+
+__all__ = ["EXECUTION_OPTIONS", "MergeError", "ReplayOracle", "check_shards", "merge", "read_shard"]

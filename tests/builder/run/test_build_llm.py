@@ -1,0 +1,159 @@
+"""`crome build` with the real openai and google-genai clients against the local fake server, faults included."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from crome.builder.run.config import BuildConfig
+from crome.builder.oracles import get_oracle
+from crome.builder.run.pipeline import build
+from crome.cli import app
+from fake_llm_server import FakeLLMServer, RequestRecord, expected_requests, seeded_faults
+from test_build import write_pairs
+
+RUBRICS = ["factuality", "relevance", "completeness"]
+KEY = "sk-proj-PLANTEDsecretKEY0123456789abcdefXYZ"
+
+
+def _between(text: str, tag: str) -> str:
+    m = re.search(rf"<{tag}>\n?(.*?)\n?</{tag}>", text, re.DOTALL)
+    return m.group(1) if m else ""
+
+
+def responder(record: RequestRecord):
+    """Realistic answers by output schema: what a good judge and editor would return."""
+    title = (record.schema or {}).get("title")
+    text = "\n".join(t for role, t in record.messages if role == "user")
+    if title == "Rubrics":
+        return {"rubrics": [{"name": n, "definition": f"how well the answer handles {n}"} for n in RUBRICS]}
+    if title == "Ratings":
+        answer = _between(text, "answer")
+        rating = "strong" if answer.count(".") >= 6 else "weak"
+        return {"ratings": [{"rubric": n, "rating": rating, "reason": "see the answer"} for n in RUBRICS]}
+    if title == "Counterfactual":
+        words = _between(text, "answer").split(" ")
+        target = re.search(r"target rubric:\n- (\w+):", text).group(1)
+        tag = "wrongly" if "clearly WORSE" in text else "precisely"
+        mid, k = len(words) // 2, max(2, len(words) // 4)
+        words[mid : mid + k] = [f"{tag}-{target}"] + [f"{tag}{i}" for i in range(k - 1)]
+        return {"rewrite": " ".join(words), "change": f"changed {target}"}
+    if title == "Verdict":
+        target = "worse" if "becomes worse" in text else "better"
+        return {"target": target, "others": [{"rubric": "relevance", "change": "same"}], "explanation": "as intended"}
+    return None
+
+
+@pytest.fixture
+def server():
+    with FakeLLMServer(responder=responder, slow_s=1.5, retry_after="0.01") as s:
+        yield s
+
+
+def oracle_for(provider: str, server: FakeLLMServer, concurrency: int = 16):
+    url = server.openai_url if provider == "openai" else server.url
+    model = "gpt-4o-mini" if provider == "openai" else "gemini-2.0-flash"
+    return get_oracle(f"{provider}:{model}", base_url=url, concurrency=concurrency, timeout=1.0, backoff_base=0.001, backoff_max=0.01)
+
+
+@pytest.mark.parametrize("provider", ["openai", "gemini"])
+def test_build_with_20_percent_faults_accounts_for_every_pair(tmp_path, server, monkeypatch, provider):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("GEMINI_API_KEY", KEY)
+    plan = seeded_faults(0.2, seed=7)
+    server.faults = plan
+    src = write_pairs(tmp_path / "pairs.jsonl", n=200)
+    out = tmp_path / "run"
+    s = build(BuildConfig(source=str(src), out=str(out), oracle=f"{provider}:m", max_failures=1000), oracle=oracle_for(provider, server)).summary
+
+    assert s["status"] == "complete" and s["accounting"]["balanced"]
+    assert s["accounting"]["with_rows"] + s["accounting"]["only_rejections"] == 200
+    calls = s["oracle_calls"]
+    assert calls["new"] == calls["total"] - calls["cached"] > 1000
+    # every request the server saw is a first try or a retry its fault plan explains: no storm, no repeats
+    assert server.count() == expected_requests(plan, calls["new"])
+    ok_per_item = {}
+    for r in server.requests:
+        if r.outcome == "ok":
+            key = (json.dumps(r.messages[:2]), r.schema.get("title") if r.schema else None)
+            ok_per_item[key] = ok_per_item.get(key, 0) + 1
+    assert max(ok_per_item.values()) == 1  # no successful call made twice
+    # final faults are recorded as what they are
+    statuses = calls["by_status"]
+    assert statuses.get("refused", 0) + statuses.get("blocked", 0) + statuses.get("truncated", 0) > 0
+    rows = pq.read_table(out / "data" / "train-00000-of-00001.parquet").to_pylist()
+    assert {r["augmentation"] for r in rows} >= {"original", "degrade", "upgrade", "irrelevant_query"}
+    assert all(r["provenance"]["oracle"] == oracle_for(provider, server).name for r in rows if r["kind"] == "causal")
+    assert s["tokens"]["input"] > 0 and s["cost_usd"] > 0
+    assert s["spend"]["cost_usd"] == pytest.approx(s["cost_usd"], rel=1e-6)  # a first run spent what the store holds
+
+    # the same command again: everything replays, the server sees nothing new
+    before = server.count()
+    s2 = build(BuildConfig(source=str(src), out=str(out), oracle=f"{provider}:m", max_failures=1000), oracle=oracle_for(provider, server)).summary
+    assert server.count() - before == sum(1 for r in server.requests[before:])  # (bookkeeping)
+    failed_before = s["oracle_calls"]["by_status"].get("error", 0) + s["oracle_calls"]["by_status"].get("invalid", 0)
+    assert s2["oracle_calls"]["new"] == failed_before  # only the failures are tried again
+    # the dataset's price is still all it ever cost, though this run spent (almost) nothing
+    assert s2["spend"]["cost_usd"] >= s["spend"]["cost_usd"] > s2["cost_usd"]
+
+
+@pytest.mark.parametrize("provider", ["openai", "gemini"])
+def test_cli_build_keeps_the_key_out_of_every_output(tmp_path, server, monkeypatch, caplog, provider):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    env_name = "OPENAI_API_KEY" if provider == "openai" else "GEMINI_API_KEY"
+    monkeypatch.setenv(env_name, KEY)
+    server.faults = ["server_error", None, "refusal", None, "schema_invalid"]
+    src = write_pairs(tmp_path / "pairs.jsonl", n=6)
+    out = tmp_path / "run"
+    url = server.openai_url if provider == "openai" else server.url
+    model = "gpt-4o-mini" if provider == "openai" else "gemini-2.0-flash"
+    result = CliRunner().invoke(app, ["-v", "build", str(src), "--out", str(out), "--oracle", f"{provider}:{model}", "--base-url", url, "--timeout", "2"])
+    assert result.exit_code == 0, result.output
+    assert KEY in server.credentials()  # the key was really sent to the server...
+    assert KEY not in result.output and KEY not in caplog.text  # ...and is nowhere we print, log or write
+    assert caplog.records  # (debug logging was on)
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert KEY.encode() not in path.read_bytes(), path
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["oracle"] == f"{provider}:{model}" and summary["options"]["base_url"] == "set"
+    assert summary["oracle_calls"]["by_status"].get("refused", 0) + summary["oracle_calls"]["by_status"].get("blocked", 0) >= 1
+
+
+def test_bad_key_stops_the_build_at_the_first_call(tmp_path, server, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    server.mode = "auth_error"
+    src = write_pairs(tmp_path / "pairs.jsonl", n=20)
+    result = CliRunner().invoke(app, ["build", str(src), "--out", str(tmp_path / "run"), "--oracle", "openai:gpt-4o-mini", "--base-url", server.openai_url])
+    assert result.exit_code == 3
+    assert "oracle error" in result.output and KEY not in result.output
+    assert server.count() <= 16  # the calls already in flight at most, then it stops
+
+
+def test_max_cost_stops_before_the_budget_and_resumes(tmp_path, server, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    src = write_pairs(tmp_path / "pairs.jsonl", n=30)
+    out = tmp_path / "run"
+    cfg = dict(source=str(src), out=str(out), oracle="openai:gpt-4o-mini")
+    s = build(BuildConfig(**cfg, max_cost=0.002), oracle=oracle_for("openai", server, concurrency=4)).summary
+    assert s["status"] == "stopped: max_cost" and s["cost_usd"] <= 0.002 and s["counts"]["pending"] > 0
+    assert s["accounting"]["balanced"]
+    spent = server.count()
+    s2 = build(BuildConfig(**cfg), oracle=oracle_for("openai", server)).summary
+    assert s2["status"] == "complete" and s2["oracle_calls"]["cached"] >= spent
+
+
+def test_dry_run_estimates_without_calling(tmp_path, server, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    src = write_pairs(tmp_path / "pairs.jsonl", n=10)
+    result = CliRunner().invoke(app, ["build", str(src), "--out", str(tmp_path / "run"), "--oracle", "openai:gpt-4o-mini", "--base-url", server.openai_url, "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert server.count() == 0
+    assert "dry run" in result.output and "rubrics" in result.output and "$" in result.output
