@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, ClassVar
 
-from crome.builder.oracles.base import OracleRequest, OracleResponse
+from crome.builder.oracles.base import Capabilities
+from crome.schemas.calls import OracleRequest, OracleResponse
 from crome.schemas import Counterfactual, Ratings, RubricChange, RubricRating, Rubric, Rubrics, Verdict
 
 RUBRICS = ["factuality", "relevance", "completeness"]
@@ -37,8 +38,7 @@ def default_verify(req: OracleRequest) -> OracleResponse:
 
 class ScriptedOracle:
     provider: ClassVar[str] = "scripted"
-    supports_upgrade: ClassVar[bool] = True
-    supports_safety: ClassVar[bool] = True
+    capabilities: ClassVar[Capabilities] = Capabilities()
 
     def __init__(self, model: str = "m", **handlers: Callable[[OracleRequest], OracleResponse]):
         self.model = model
@@ -55,6 +55,9 @@ class ScriptedOracle:
     async def agenerate(self, request: OracleRequest) -> OracleResponse:
         self.history.append(request)
         return self.handlers[request.task](request)
+
+    async def aclose(self) -> None:
+        return None
 
     def calls(self, task: str | None = None) -> list[OracleRequest]:
         return [r for r in self.history if task is None or r.task == task]

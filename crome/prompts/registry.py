@@ -28,7 +28,7 @@ from crome.schemas.hashing import file_sha256
 from crome.schemas.oracle import OUTPUT_MODELS
 
 if TYPE_CHECKING:
-    from crome.builder.oracles.base import OracleRequest
+    from crome.schemas.calls import OracleRequest
 
 TEMPLATES_DIR = Path(__file__).resolve().parent
 _VERSION = re.compile(r"^v([1-9][0-9]*)$")
@@ -131,7 +131,7 @@ class Template:
 
     def request(self, *, context: dict[str, Any] | None = None, task: str | None = None, **variables: Any) -> "OracleRequest":
         """An `OracleRequest` carrying this template's messages, settings, output model and identity."""
-        from crome.builder.oracles.base import OracleRequest
+        from crome.schemas.calls import OracleRequest
 
         return OracleRequest(
             task=task or self.name,

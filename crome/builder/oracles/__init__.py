@@ -1,36 +1,10 @@
-"""Oracles are found by a model string through a registry: `rules`, `openai:MODEL`, `gemini:MODEL`."""
+"""Oracles behind one interface (`base`), found by a model string (`registry`): `rules`, `llm/` (openai, gemini)."""
 
-from __future__ import annotations
+from crome.builder.oracles.base import BatchOracle, Capabilities, Generate, Oracle, SystematicOracleError
+from crome.builder.oracles.registry import REGISTRY, get_oracle, oracle_class, parse_oracle_spec
+from crome.schemas.calls import OracleRequest, OracleResponse
 
-import importlib
-from typing import Any
-
-from crome.builder.oracles.base import Generate, Oracle, OracleRequest, OracleResponse, SystematicOracleError
-
-# provider -> "module:Class"; imported lazily so `rules` never imports the provider SDKs.
-REGISTRY: dict[str, str] = {
-    "rules": "crome.builder.oracles.rules:RulesOracle",
-    "openai": "crome.builder.oracles.llm.openai:OpenAIOracle",
-    "gemini": "crome.builder.oracles.llm.gemini:GeminiOracle",
-}
-
-
-def parse_oracle_spec(spec: str) -> tuple[str, str]:
-    """'openai:gpt-4o-mini' -> ('openai', 'gpt-4o-mini'); 'rules' -> ('rules', 'rules')."""
-    provider, _, model = spec.partition(":")
-    provider = provider.strip().lower()
-    if provider not in REGISTRY:
-        raise ValueError(f"unknown oracle {spec!r}: expected one of rules, openai:MODEL, gemini:MODEL")
-    if provider != "rules" and not model:
-        raise ValueError(f"oracle {spec!r} needs a model, e.g. {provider}:{'gpt-4o-mini' if provider == 'openai' else 'gemini-2.0-flash'}")
-    return provider, model or "rules"
-
-
-def get_oracle(spec: str, **options: Any) -> Oracle:
-    provider, model = parse_oracle_spec(spec)
-    module_name, _, cls_name = REGISTRY[provider].partition(":")
-    cls = getattr(importlib.import_module(module_name), cls_name)
-    return cls(model=model, **options)
-
-
-__all__ = ["Generate", "Oracle", "OracleRequest", "OracleResponse", "REGISTRY", "SystematicOracleError", "get_oracle", "parse_oracle_spec"]
+__all__ = [
+    "BatchOracle", "Capabilities", "Generate", "Oracle", "OracleRequest", "OracleResponse", "REGISTRY", "SystematicOracleError",
+    "get_oracle", "oracle_class", "parse_oracle_spec",
+]

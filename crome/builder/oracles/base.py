@@ -1,94 +1,100 @@
-"""The one small interface every oracle (rules, openai, gemini) implements.
+"""The one small interface every oracle (rules, openai, gemini) implements, and what each declares it can do.
 
 The generation logic never talks to a provider: it hands an `OracleRequest` to a `generate`
 callable that already carries the cache (the run store), the limiter and the retries, and gets
-an `OracleResponse` back. Tests swap in a fake.
+an `OracleResponse` back. Tests swap in a fake. What an oracle can do is declared in its
+`capabilities`, never discovered by failing; a provider batch API is a second protocol,
+`BatchOracle`, that the batch runner checks for.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, ClassVar, Literal, Protocol, runtime_checkable
+from typing import Any, Awaitable, Callable, ClassVar, Protocol, runtime_checkable
 
-from pydantic import BaseModel
-
-from crome.schemas.hashing import stable_hash
-
-# ok: parsed output present. The rest are recorded as what they are and never retried forever.
-Status = Literal["ok", "refused", "blocked", "truncated", "invalid", "unsupported", "error"]
-
-
-@functools.lru_cache(maxsize=None)
-def output_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """The JSON Schema of an output model, generated once per model (pydantic takes ~1 ms each time)."""
-    return model.model_json_schema()
-
-
-@dataclass(frozen=True)
-class OracleRequest:
-    task: str  # rubrics | rate | upgrade | degrade | verify
-    template: str  # name@version, e.g. "degrade@v1"
-    template_sha256: str
-    messages: tuple[dict[str, str], ...]  # rendered chat messages [{role, content}]
-    output_model: type[BaseModel]
-    temperature: float = 0.0
-    max_output_tokens: int = 2048
-    # Data an offline oracle works on directly (never rendered into text, still part of the key):
-    # e.g. the answer to rewrite, the rubric, the side (chosen/rejected), a donor text.
-    context: dict[str, Any] = field(default_factory=dict)
-
-    def cache_key(self, provider: str, model: str) -> str:
-        """Hash of provider, model, rendered messages, generation settings and output schema."""
-        return stable_hash(
-            {
-                "provider": provider,
-                "model": model,
-                "messages": list(self.messages),
-                "settings": {"temperature": self.temperature, "max_output_tokens": self.max_output_tokens},
-                "schema": output_schema(self.output_model),
-                "context": self.context,
-            }
-        )
-
-
-@dataclass
-class OracleResponse:
-    status: Status
-    parsed: BaseModel | None = None
-    raw: str = ""  # raw response text (never contains request headers or keys)
-    input_tokens: int = 0
-    output_tokens: int = 0
-    latency_s: float = 0.0
-    attempts: int = 1
-    error: str | None = None
-    cached: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok" and self.parsed is not None
-
-    def replace(self, **kw: Any) -> "OracleResponse":
-        return dataclasses.replace(self, **kw)
+from crome.schemas.calls import OracleRequest, OracleResponse
 
 
 class SystematicOracleError(RuntimeError):
     """An error that will hit every call (bad key, unknown model): stop the run at once."""
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What an oracle can do. The stages read these instead of asking the oracle and watching it fail."""
+
+    upgrade: bool = True  # writes upgrades (a rewrite better on one rubric)
+    safety: bool = True  # intervenes on safety rubrics
+    verify: bool = True  # judges a rewrite against its original (the verify stage is on by default)
+    priced: bool = True  # calls cost money: the price table applies, --max-cost means something
+    batch: bool = False  # has a provider batch API (`--batch`); the oracle is then a `BatchOracle`
+    # Fields of `OracleRequest.context` the oracle reads: the only context a cache key needs.
+    context_keys: frozenset[str] = field(default_factory=frozenset)
+
+
 @runtime_checkable
 class Oracle(Protocol):
     provider: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
     model: str
-    # What the backend can do, declared rather than discovered by failing.
-    supports_upgrade: ClassVar[bool]
-    supports_safety: ClassVar[bool]
 
     @property
     def name(self) -> str: ...
 
     async def agenerate(self, request: OracleRequest) -> OracleResponse: ...
 
+    async def aclose(self) -> None: ...
+
+
+@dataclass
+class JobStatus:
+    state: str  # running | completed | failed | expired | cancelled
+    provider_state: str  # the provider's own word for it
+    counts: dict[str, int] = field(default_factory=dict)  # as the provider reports them (may be empty)
+    error: str | None = None  # why a job failed as a whole
+
+    @property
+    def finished(self) -> bool:
+        return self.state != "running"
+
+
+@runtime_checkable
+class BatchJobs(Protocol):
+    """One provider's batch job API as the batch runner uses it: submit, find again, poll, read answers."""
+
+    provider: str
+    model: str
+    # Per-job limits of the provider; a pass with more requests is split into several jobs.
+    max_items: int
+    max_bytes: int
+
+    def item_size(self, request: OracleRequest) -> int: ...
+
+    def submit(self, items: list[tuple[str, OracleRequest]], intent: str) -> str: ...
+
+    def find(self, intent: str) -> str | None: ...
+
+    def poll(self, job_id: str) -> JobStatus: ...
+
+    def results(self, job_id: str, keys: list[str], requests: dict[str, OracleRequest], attempts: dict[str, int]) -> dict[str, OracleResponse]: ...
+
+    def classify(self, exc: Exception) -> Exception:
+        """The provider's exception as crome sees it: `SystematicOracleError` stops the build."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class BatchOracle(Oracle, Protocol):
+    """An oracle whose provider has a batch API (`capabilities.batch`)."""
+
+    def batch_jobs(self) -> BatchJobs: ...
+
 
 Generate = Callable[[OracleRequest], Awaitable[OracleResponse]]
+
+__all__ = [
+    "BatchJobs", "BatchOracle", "Capabilities", "Generate", "JobStatus", "Oracle", "OracleRequest", "OracleResponse",
+    "SystematicOracleError",
+]

@@ -28,8 +28,10 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from crome.builder.run.generate import BatchQueue, CachedGenerate
-from crome.builder.oracles.base import OracleRequest, OracleResponse, SystematicOracleError
-from crome.builder.oracles.llm.batch import BatchBackend, JobStatus, tag
+from crome.builder.oracles.base import SystematicOracleError
+from crome.schemas.calls import OracleRequest, OracleResponse
+from crome.builder.oracles.base import BatchJobs, BatchOracle, JobStatus, Oracle
+from crome.builder.oracles.llm.batch import tag
 from crome.builder.store import CallRecord, RunStore, request_payload
 from crome.schemas.hashing import stable_hash
 from crome.schemas.oracle import OUTPUT_MODELS
@@ -75,7 +77,7 @@ class BatchRun:
     """The batch jobs of one run directory, as one build invocation sees and changes them."""
 
     store: RunStore
-    backend: BatchBackend
+    backend: BatchJobs
     generate: CachedGenerate
     price: Callable[[int, int], float | None] | None = None  # batch prices
     queue: BatchQueue = field(default_factory=BatchQueue)
@@ -89,7 +91,7 @@ class BatchRun:
 
     @property
     def model(self) -> str:
-        return self.backend.oracle.model
+        return self.backend.model
 
     def run_id(self) -> str:
         """A random id per run directory: two runs with the same requests never adopt each other's jobs."""
@@ -108,7 +110,7 @@ class BatchRun:
 
     def _failed(self, what: str, job: dict[str, Any] | None, exc: Exception) -> None:
         """A provider call failed: systematic errors stop the build, others leave the job as it was for the next pass."""
-        mapped = self.backend.oracle._classify(exc)
+        mapped = self.backend.classify(exc)
         if isinstance(mapped, SystematicOracleError):
             raise mapped from None
         message = f"{what}: {mapped}"
@@ -281,6 +283,16 @@ class BatchRun:
     def report(self) -> dict[str, Any]:
         return batch_report(self.jobs(), submitted_now=self.submitted_now, ingested_now=self.ingested_now,
                             queued=len(self.queue.requests), waiting=self.queue.waiting, errors=self.errors)
+
+
+def batch_jobs(oracle: Oracle) -> BatchJobs:
+    """The batch API of `oracle`; a clear error where it has none (rules, custom oracles)."""
+    if not oracle.capabilities.batch or not isinstance(oracle, BatchOracle):
+        raise ValueError(
+            f"--batch needs an LLM oracle with a batch API (openai:MODEL or gemini:MODEL); {oracle.name} has nothing to batch"
+            + (": the rules oracle runs offline, at no cost" if not oracle.capabilities.priced else "")
+        )
+    return oracle.batch_jobs()
 
 
 def live_jobs(store: RunStore) -> list[dict[str, Any]]:

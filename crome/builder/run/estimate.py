@@ -13,7 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from crome.builder.oracles.base import OracleRequest
+from crome.schemas.calls import OracleRequest
 from crome.builder.stages.common import conversation_text
 
 # Typical output sizes (tokens): a rubric list, a rating per rubric, a verdict; rewrites ~ the answer.
@@ -49,7 +49,7 @@ def estimate(builder, pairs, quarantined, source_info: dict[str, Any]) -> dict[s
         tout[task] += out_tokens
 
     seen_prompts: set[str] = set()
-    directions = [d for d in cfg.causal if d != "upgrade" or builder.oracle.supports_upgrade]
+    directions = [d for d in cfg.causal if d != "upgrade" or builder.oracle.capabilities.upgrade]
     for p in pairs:
         if p.preference != 1.0 or cfg.max_attributes == 0 or not directions:
             continue

@@ -18,7 +18,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from crome.builder.oracles.base import Oracle, OracleRequest, OracleResponse, SystematicOracleError
+from crome.builder.oracles.base import Oracle, SystematicOracleError
+from crome.schemas.calls import OracleRequest, OracleResponse
 from crome.builder.store import CallRecord, RunStore
 
 log = logging.getLogger(__name__)
@@ -162,9 +163,8 @@ class CachedGenerate:
         return c
 
     def estimate_call_cost(self, request: OracleRequest) -> float:
-        """An upper bound: ~4 characters a token in, every allowed token out."""
-        chars = sum(len(m["content"]) for m in request.messages)
-        return self._cost(chars // 4 + 1, request.max_output_tokens)
+        """An upper bound: the estimated input tokens, every allowed token out."""
+        return self._cost(request.estimated_input_tokens, request.max_output_tokens)
 
     def account(self, resp: OracleResponse) -> None:
         """Count a response this run paid for (a call made, or a batch item ingested); apply the failure rule."""

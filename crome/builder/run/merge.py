@@ -12,7 +12,6 @@ The summary gains a `shards` section: each shard's counts and spend (from its st
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from dataclasses import dataclass
@@ -20,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from crome.builder.run.config import BuildConfig
-from crome.builder.oracles import REGISTRY, parse_oracle_spec
-from crome.builder.oracles.base import OracleRequest, OracleResponse
+from crome.builder.oracles import oracle_class, parse_oracle_spec
+from crome.schemas.calls import OracleRequest, OracleResponse
 from crome.builder.run.pipeline import BuildResult, Progress, build, read_source, source_fingerprint
 from crome.builder.sources import SourceError
 from crome.builder.run.status import spend
@@ -100,9 +99,7 @@ class ReplayOracle:
 
     def __init__(self, spec: str, failed: dict[str, CallRecord]):
         self.provider, self.model = parse_oracle_spec(spec)
-        cls = getattr(importlib.import_module(REGISTRY[self.provider].partition(":")[0]), REGISTRY[self.provider].partition(":")[2])
-        self.supports_upgrade = cls.supports_upgrade
-        self.supports_safety = cls.supports_safety
+        self.capabilities = oracle_class(self.provider).capabilities
         self.failed = failed
         self.misses = 0
 
@@ -118,6 +115,9 @@ class ReplayOracle:
             return OracleResponse(status="error", error="no shard holds this call (merge replays the shards' calls, it calls no oracle)")
         # Paid for in the shard already: replayed at no cost, with the same status, error and attempts.
         return rec.to_response(request.output_model).replace(cached=False, input_tokens=0, output_tokens=0)
+
+    async def aclose(self) -> None:
+        return None
 
 
 def _import_calls(shards: list[Shard], out: Path) -> tuple[dict[str, CallRecord], int]:

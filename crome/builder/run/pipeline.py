@@ -107,15 +107,14 @@ class Builder:
                    "timeout": cfg.timeout, "schema_mode": cfg.schema_mode}
         self.oracle = oracle if oracle is not None else get_oracle(cfg.oracle, **options)
         if cfg.verify is None:  # the default follows the oracle actually used: judges verify, rules cannot
-            self.cfg = cfg = cfg.model_copy(update={"verify": self.oracle.provider != "rules"})
+            self.cfg = cfg = cfg.model_copy(update={"verify": self.oracle.capabilities.verify})
         self.templates = {task: self._template(cfg.templates.get(task, task)) for task in TASKS}
         self.generate = CachedGenerate(store, self.oracle, max_cost=cfg.max_cost, max_failures=cfg.max_failures, price=self._price())
         self.batch = None
         if cfg.batch:
-            from crome.builder.run.batch import BatchRun
-            from crome.builder.oracles.llm.batch import batch_backend
+            from crome.builder.run.batch import BatchRun, batch_jobs
 
-            self.batch = BatchRun(store, batch_backend(self.oracle), self.generate, price=self._price())
+            self.batch = BatchRun(store, batch_jobs(self.oracle), self.generate, price=self._price())
         self.rubric_stage = RubricStage(self.generate, self.templates["rubrics"])
         self.contexts: list[PairContext] = []  # the pairs this run builds (its shard)
         self.pool: list[PairContext] = []  # every source pair: where irrelevant prompts and donors are drawn from
@@ -129,7 +128,7 @@ class Builder:
         return load_template(spec)
 
     def _price(self):
-        if self.oracle.provider == "rules":
+        if not self.oracle.capabilities.priced:
             return None
         from crome.builder.oracles.llm.pricing import estimate_cost
 
@@ -158,8 +157,8 @@ class Builder:
             directions=list(cfg.causal),
             k=cfg.max_attributes,
             seed=cfg.seed,
-            supports_upgrade=self.oracle.supports_upgrade,
-            supports_safety=self.oracle.supports_safety,
+            supports_upgrade=self.oracle.capabilities.upgrade,
+            supports_safety=self.oracle.capabilities.safety,
             donor=self._donor,
         )
         if cfg.verify_enabled and candidates:
@@ -216,9 +215,7 @@ class Builder:
             if others:
                 await asyncio.wait(others)
         self.generate.flush()
-        aclose = getattr(self.oracle, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await self.oracle.aclose()
         if fatal is not None:
             raise fatal
         return stopped or (self.generate.stopped.reason if self.generate.stopped else None)

@@ -14,11 +14,11 @@ from typing import Any
 from crome.builder.run.batch import JOB_KIND, batch_report
 from crome.builder.store import RunStore
 
-PRICED = ("openai", "gemini")  # providers with a price table; rules and test oracles cost nothing
 
 
 def spend(store: RunStore) -> dict[str, Any]:
     """Calls, tokens and cost of every call the store holds (None cost: a model without a price)."""
+    from crome.builder.oracles import oracle_class
     from crome.builder.oracles.llm.pricing import estimate_cost
 
     out: dict[str, Any] = {"calls": 0, "batch_calls": 0, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0,
@@ -29,7 +29,8 @@ def spend(store: RunStore) -> dict[str, Any]:
         out["batch_calls"] += row["calls"] if row["batch"] else 0
         out["input_tokens"] += row["input_tokens"]
         out["output_tokens"] += row["output_tokens"]
-        if row["provider"] not in PRICED:
+        cls = oracle_class(row["provider"])
+        if cls is None or not cls.capabilities.priced:  # rules, and test oracles, cost nothing
             continue
         cost = estimate_cost(row["model"], row["input_tokens"], row["output_tokens"], batch=row["batch"])
         if cost is None:

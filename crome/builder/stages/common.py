@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from crome.builder.oracles.base import Generate, OracleRequest, OracleResponse
+from crome.builder.oracles.base import Generate
+from crome.schemas.calls import OracleRequest, OracleResponse
 from crome.schemas import Message
 
 

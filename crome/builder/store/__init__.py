@@ -41,7 +41,7 @@ import duckdb
 import pyarrow as pa
 from pydantic import BaseModel
 
-from crome.builder.oracles.base import OracleRequest, OracleResponse, Status
+from crome.schemas.calls import OracleRequest, OracleResponse, Status
 from crome.schemas.hashing import canonical_json
 from crome.schemas.messages import AssistantMessage, Message
 from crome.schemas.rows import DatasetRow, Rejection

@@ -216,7 +216,7 @@ def test_process_killed_right_after_submit_rerun_adopts_the_job(tmp_path):
 
 
 def test_a_submit_that_never_reached_the_provider_is_sent_once_on_the_next_pass(tmp_path, monkeypatch):
-    from crome.builder.oracles.llm.batch import OpenAIBatch
+    from crome.builder.oracles.llm.openai import OpenAIBatch
 
     src = write_pairs(tmp_path / "pairs.jsonl", n=4)
     out = tmp_path / "batch"

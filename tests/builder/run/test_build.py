@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from crome.builder.run.config import BuildConfig
-from crome.builder.oracles.base import OracleResponse
+from crome.schemas.calls import OracleResponse
 from crome.builder.run.pipeline import build
 from crome.builder.store import RunStore
 from crome.schemas import ROW_COLUMNS, DatasetRow, arrow_schema

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 import duckdb
 import pytest
 
-from crome.builder.oracles.base import OracleResponse
+from crome.schemas.calls import OracleResponse
 from crome.builder.store import (
     FINAL_STATUSES,
     MIGRATIONS,
@@ -337,7 +337,7 @@ def test_calls_survive_a_killed_process(tmp_path):
         f"""
         import os, signal
         from crome.builder.store import CallRecord, RunStore
-        from crome.builder.oracles.base import OracleResponse
+        from crome.schemas.calls import OracleResponse
         from crome.prompts import load_template
         from crome.schemas.oracle import Counterfactual
         t = load_template("degrade@v1")

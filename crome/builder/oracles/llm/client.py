@@ -1,7 +1,7 @@
 """What the OpenAI and Gemini oracles share: budgets, limiter, structured-output fallback, validation.
 
 A provider subclass only turns messages into one API call (`_complete`) and names its own
-exceptions (`_classify`); everything else (the two retry budgets, the re-ask, the downgrade
+exceptions (`classify`); everything else (the two retry budgets, the re-ask, the downgrade
 from schema-constrained output to JSON mode to text, token accounting, secret scrubbing) lives
 here once, so the two backends cannot drift apart.
 """
@@ -20,8 +20,9 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel
 
-from crome.builder.oracles.base import OracleRequest, OracleResponse, Status, SystematicOracleError
-from crome.builder.oracles.llm.limiter import RateLimiter, estimate_input_tokens, estimate_tokens
+from crome.builder.oracles.base import Capabilities, SystematicOracleError
+from crome.schemas.calls import OracleRequest, OracleResponse, Status, estimate_input_tokens, estimate_tokens
+from crome.builder.oracles.llm.limiter import RateLimiter
 from crome.builder.oracles.llm.pricing import estimate_cost
 from crome.builder.oracles.llm.retry import (
     InvalidOutput,
@@ -65,8 +66,8 @@ class _Call:
 
 class LLMOracle(abc.ABC):
     provider: ClassVar[str]
-    supports_upgrade: ClassVar[bool] = True
-    supports_safety: ClassVar[bool] = True
+    # A judge that reads only the rendered messages: every capability but batch, which a provider adds.
+    capabilities: ClassVar[Capabilities] = Capabilities()
     # Structured-output modes from most to least constrained; "auto" starts at the first and
     # moves down, for the rest of the run, when the server rejects one.
     modes: ClassVar[tuple[str, ...]]
@@ -166,7 +167,7 @@ class LLMOracle(abc.ABC):
 
     @abc.abstractmethod
     async def _complete(self, client: Any, messages: list[dict[str, str]], request: OracleRequest, mode: str) -> Completion:
-        """Exactly one API call; SDK exceptions propagate and `_classify` maps them."""
+        """Exactly one API call; SDK exceptions propagate and `classify` maps them."""
 
     def _classify_provider(self, exc: Exception) -> Exception | None:
         """The provider's own exceptions mapped to ours; None leaves `exc` to the generic rules."""
@@ -188,7 +189,7 @@ class LLMOracle(abc.ABC):
         if client is not None:
             await self._close_client(client)
 
-    def _classify(self, exc: Exception) -> Exception:
+    def classify(self, exc: Exception) -> Exception:
         """Map an SDK or transport exception to Transient / Schema / Item / Systematic errors."""
         if isinstance(exc, (TransientError, ItemError, SchemaUnsupported, SystematicOracleError, InvalidOutput)):
             return exc
@@ -252,7 +253,7 @@ class LLMOracle(abc.ABC):
                     try:
                         completion = await self._complete(client, messages, request, mode)
                     except Exception as exc:  # noqa: BLE001 - every SDK error is classified here
-                        mapped = self._classify(exc)
+                        mapped = self.classify(exc)
                         if isinstance(mapped, SystematicOracleError):
                             self._fatal = mapped
                         if mapped is exc:

@@ -8,7 +8,9 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
-from crome.builder.oracles.base import OracleRequest, SystematicOracleError
+from crome.builder.oracles.base import Capabilities, JobStatus, SystematicOracleError
+from crome.schemas.calls import OracleRequest, OracleResponse
+from crome.builder.oracles.llm.batch import MAX_LISTED, BatchBackend, tag
 from crome.builder.oracles.llm.client import Completion, LLMOracle
 from crome.builder.oracles.llm.retry import ItemError, SchemaUnsupported, TransientError, parse_retry_after, parse_retry_delay, redact
 from crome.builder.oracles.llm.structured import gemini_json_schema, gemini_openapi_schema
@@ -41,11 +43,15 @@ def _enum_name(value: Any) -> str:
 
 class GeminiOracle(LLMOracle):
     provider: ClassVar[str] = "gemini"
+    capabilities: ClassVar[Capabilities] = Capabilities(batch=True)  # half-price batch API
     # response_json_schema takes pydantic's JSON Schema as is; response_schema is the older
     # OpenAPI subset some models still need; then JSON mode; then text.
     modes: ClassVar[tuple[str, ...]] = ("json_schema", "response_schema", "json_object", "text")
     schema_param_modes: ClassVar[frozenset[str]] = frozenset({"json_schema", "response_schema"})
     key_envs: ClassVar[tuple[str, ...]] = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+
+    def batch_jobs(self) -> "GeminiBatch":
+        return GeminiBatch(self)
 
     def _new_client(self) -> Any:
         import httpx2
@@ -170,3 +176,71 @@ class GeminiOracle(LLMOracle):
             if _TOO_LONG.search(message):
                 return ItemError(f"400 prompt too long: {message}")
         return ItemError(f"{code} {exc.status or ''}: {message}".strip())
+
+
+class GeminiBatch(BatchBackend):
+    """google-genai `batches` with inlined requests; each item's metadata carries its cache key."""
+
+    provider: ClassVar[str] = "gemini"
+    max_items: ClassVar[int] = 50_000
+    max_bytes: ClassVar[int] = 18_000_000  # a create request with inlined items may be up to 20 MB
+    _STATES: ClassVar[dict[str, str]] = {
+        "JOB_STATE_SUCCEEDED": "completed", "JOB_STATE_FAILED": "failed", "JOB_STATE_EXPIRED": "expired",
+        "JOB_STATE_CANCELLED": "cancelled", "JOB_STATE_PARTIALLY_SUCCEEDED": "completed",
+    }
+
+    def __init__(self, oracle: "GeminiOracle") -> None:
+        from google import genai
+        from google.genai import types
+
+        super().__init__(oracle)
+        http_options = types.HttpOptions(
+            base_url=oracle.base_url,
+            timeout=int(max(oracle.timeout, 600.0) * 1000),  # milliseconds
+            retry_options=types.HttpRetryOptions(attempts=1),
+        )
+        self.client = genai.Client(api_key=oracle._api_key, vertexai=False, http_options=http_options)
+        self._jobs: dict[str, Any] = {}
+
+    def submit(self, items: list[tuple[str, OracleRequest]], intent: str) -> str:
+        src = [self.oracle.batch_request(key, request) for key, request in items]
+        job = self.client.batches.create(model=self.oracle.model, src=src, config={"display_name": tag(intent)})
+        return job.name
+
+    def find(self, intent: str) -> str | None:
+        for i, job in enumerate(self.client.batches.list(config={"page_size": 100})):
+            if job.display_name == tag(intent):
+                return job.name
+            if i >= MAX_LISTED:
+                break
+        return None
+
+    def poll(self, job_id: str) -> JobStatus:
+        job = self.client.batches.get(name=job_id)
+        self._jobs[job_id] = job
+        state = str(getattr(job.state, "name", None) or job.state or "JOB_STATE_UNSPECIFIED")
+        responses = job.dest.inlined_responses if job.dest is not None and job.dest.inlined_responses else []
+        counts = {"returned": len(responses)} if responses else {}
+        error = f"{job.error.code}: {job.error.message}" if getattr(job, "error", None) else None
+        return JobStatus(self._STATES.get(state, "running"), state, counts, redact(error) if error else None)
+
+    def results(self, job_id: str, keys: list[str], requests: dict[str, OracleRequest], attempts: dict[str, int]) -> dict[str, OracleResponse]:
+        job = self._jobs.get(job_id) or self.client.batches.get(name=job_id)
+        responses = job.dest.inlined_responses if job.dest is not None and job.dest.inlined_responses else []
+        out: dict[str, OracleResponse] = {}
+        for i, item in enumerate(responses):
+            # The key comes back in the item's metadata; responses are also in request order.
+            key = (item.metadata or {}).get("crome_key") or (keys[i] if i < len(keys) else None)
+            if key not in requests or key in out:
+                continue
+            n = attempts.get(key, 1)
+            if item.error is not None:
+                out[key] = self.oracle.batch_error(f"batch item failed ({item.error.code}): {item.error.message}", attempts=n)
+            elif item.response is None:
+                out[key] = self.oracle.batch_error("batch item has neither a response nor an error", attempts=n)
+            else:
+                out[key] = self.oracle.batch_response(requests[key], self.oracle.batch_completion(item.response), attempts=n)
+        return out
+
+    def close(self) -> None:
+        self.client.close()

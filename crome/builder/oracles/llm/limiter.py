@@ -14,23 +14,10 @@ import asyncio
 import time
 import weakref
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from typing import AsyncIterator, Awaitable, Callable
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
-
-CHARS_PER_TOKEN = 4  # a rough average for English text under BPE tokenizers
-MESSAGE_OVERHEAD_TOKENS = 4  # role markers and separators per chat message
-
-
-def estimate_tokens(text: str) -> int:
-    return (len(text) + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
-
-
-def estimate_input_tokens(messages: Iterable[Mapping[str, str]]) -> int:
-    """Rough prompt size of chat messages, before the provider tells us the real figure."""
-    return sum(estimate_tokens(m.get("content") or "") + MESSAGE_OVERHEAD_TOKENS for m in messages)
-
 
 class TokenBucket:
     """`per_minute` units a minute, refilled continuously, holding at most `burst_s` seconds' worth (>= 1)."""

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import functools
+import json
+import logging
 import re
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
-from crome.builder.oracles.base import OracleRequest, SystematicOracleError
+from crome.builder.oracles.base import Capabilities, JobStatus, SystematicOracleError
+from crome.schemas.calls import OracleRequest, OracleResponse
+from crome.builder.oracles.llm.batch import MAX_LISTED, BatchBackend, tag
 from crome.builder.oracles.llm.client import Completion, LLMOracle
 from crome.builder.oracles.llm.retry import ItemError, SchemaUnsupported, TransientError, parse_retry_after, redact
 from crome.builder.oracles.llm.structured import openai_strict_schema
+
+log = logging.getLogger("crome.batch")
 
 # A 400 about these is the server refusing the structured-output mode, not the request.
 _SCHEMA_REJECTION = re.compile(r"response_format|json_schema|json_object|structured output|guided_json|invalid schema", re.IGNORECASE)
@@ -29,9 +35,13 @@ def _response_format(model: type[BaseModel]) -> dict[str, Any]:
 
 class OpenAIOracle(LLMOracle):
     provider: ClassVar[str] = "openai"
+    capabilities: ClassVar[Capabilities] = Capabilities(batch=True)  # half-price batch API
     modes: ClassVar[tuple[str, ...]] = ("json_schema", "json_object", "text")
     schema_param_modes: ClassVar[frozenset[str]] = frozenset({"json_schema"})
     key_envs: ClassVar[tuple[str, ...]] = ("OPENAI_API_KEY",)
+
+    def batch_jobs(self) -> "OpenAIBatch":
+        return OpenAIBatch(self)
 
     def _new_client(self) -> Any:
         import httpx2
@@ -137,3 +147,93 @@ class OpenAIOracle(LLMOracle):
             if code in _SYSTEMATIC_CODES or param in _SETTINGS_PARAMS:
                 return SystematicOracleError(f"{self.name}: the server{where} rejects a setting every request uses ({status}, {param or code}): {message}")
         return ItemError(f"{status}: {message}")
+
+
+class OpenAIBatch(BatchBackend):
+    """Files API upload (JSONL, purpose `batch`) and the Batches API, `custom_id` = the call's cache key."""
+
+    provider: ClassVar[str] = "openai"
+    max_items: ClassVar[int] = 50_000
+    max_bytes: ClassVar[int] = 190_000_000  # the API takes input files up to 200 MB
+    endpoint: ClassVar[str] = "/v1/chat/completions"
+    _STATES: ClassVar[dict[str, str]] = {"completed": "completed", "failed": "failed", "expired": "expired", "cancelled": "cancelled"}
+
+    def __init__(self, oracle: "OpenAIOracle") -> None:
+        import openai
+
+        super().__init__(oracle)
+        # Uploads of 100+ MB take longer than one chat call: at least ten minutes.
+        self.client = openai.OpenAI(api_key=oracle._api_key, base_url=oracle.base_url, max_retries=0, timeout=max(oracle.timeout, 600.0))
+        self._jobs: dict[str, Any] = {}
+
+    def _line(self, key: str, request: OracleRequest) -> bytes:
+        body = self.oracle.batch_body(request)
+        return json.dumps({"custom_id": key, "method": "POST", "url": self.endpoint, "body": body}, ensure_ascii=False).encode() + b"\n"
+
+    def submit(self, items: list[tuple[str, OracleRequest]], intent: str) -> str:
+        data = b"".join(self._line(key, request) for key, request in items)
+        uploaded = self.client.files.create(file=(f"{tag(intent)}.jsonl", data, "application/jsonl"), purpose="batch")
+        job = self.client.batches.create(
+            input_file_id=uploaded.id,
+            endpoint=self.endpoint,
+            completion_window="24h",
+            metadata={"crome_intent": intent, "crome_items": str(len(items))},
+        )
+        return job.id
+
+    def find(self, intent: str) -> str | None:
+        for i, job in enumerate(self.client.batches.list(limit=100)):
+            if (job.metadata or {}).get("crome_intent") == intent:
+                return job.id
+            if i >= MAX_LISTED:
+                break
+        return None
+
+    def poll(self, job_id: str) -> JobStatus:
+        job = self.client.batches.retrieve(job_id)
+        self._jobs[job_id] = job
+        counts = job.request_counts.model_dump() if job.request_counts is not None else {}
+        error = None
+        if job.errors is not None and job.errors.data:
+            error = "; ".join(f"{e.code}: {e.message}" + (f" (line {e.line})" if e.line else "") for e in job.errors.data[:5])
+        return JobStatus(self._STATES.get(job.status, "running"), job.status, counts, redact(error) if error else None)
+
+    def results(self, job_id: str, keys: list[str], requests: dict[str, OracleRequest], attempts: dict[str, int]) -> dict[str, OracleResponse]:
+        job = self._jobs.get(job_id) or self.client.batches.retrieve(job_id)
+        out: dict[str, OracleResponse] = {}
+        # Expired and failed items are in the error file, answers in the output file (in any order).
+        for file_id in (job.output_file_id, job.error_file_id):
+            if not file_id:
+                continue
+            text = self.client.files.content(file_id).text
+            for line in text.splitlines():
+                if not line.strip():
+                    continue
+                try:
+                    item = json.loads(line)
+                except json.JSONDecodeError:
+                    log.warning("batch %s: a result line is not JSON; skipped", job_id)
+                    continue
+                key = item.get("custom_id")
+                if key in requests and key not in out:
+                    out[key] = self._item(requests[key], item, attempts.get(key, 1))
+        return out
+
+    def _item(self, request: OracleRequest, item: dict[str, Any], attempts: int) -> OracleResponse:
+        error = item.get("error")
+        if error:
+            return self.oracle.batch_error(f"batch item failed: {error.get('code')}: {error.get('message')}", attempts=attempts)
+        response = item.get("response") or {}
+        body = response.get("body") or {}
+        status = response.get("status_code")
+        if status != 200:
+            message = (body.get("error") or {}).get("message") if isinstance(body, dict) else None
+            return self.oracle.batch_error(f"batch item failed ({status}): {message or 'no message'}", attempts=attempts)
+        try:
+            completion = self.oracle.batch_completion(body)
+        except Exception as exc:  # noqa: BLE001 - a body that is not a chat completion is this item's failure
+            return self.oracle.batch_error(f"batch item body is not a chat completion: {type(exc).__name__}", attempts=attempts)
+        return self.oracle.batch_response(request, completion, attempts=attempts)
+
+    def close(self) -> None:
+        self.client.close()

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from crome.builder.oracles.base import output_schema
+from crome.schemas.calls import output_schema
 
 # Keywords OpenAI strict mode rejects (it supports pattern/format on strings, minItems/maxItems on
 # arrays, numeric bounds); pydantic still enforces them when validating the answer.

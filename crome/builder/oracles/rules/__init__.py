@@ -27,7 +27,8 @@ from typing import Any, Callable, ClassVar
 
 from pydantic import BaseModel
 
-from crome.builder.oracles.base import OracleRequest, OracleResponse
+from crome.builder.oracles.base import Capabilities
+from crome.schemas.calls import OracleRequest, OracleResponse
 from crome.text import (
     BOLD_RE,
     BULLET_RE,
@@ -927,8 +928,12 @@ class RulesOracle:
     """Heuristic rubrics, label-following ratings and honest single-attribute degrades; no model, no network."""
 
     provider: ClassVar[str] = "rules"
-    supports_upgrade: ClassVar[bool] = False
-    supports_safety: ClassVar[bool] = False
+    # No judge: no upgrades, safety rewrites or verdicts; offline, so no price and nothing to batch.
+    # It works on the request's context, not its rendered text: those fields are what it reads.
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        upgrade=False, safety=False, verify=False, priced=False, batch=False,
+        context_keys=frozenset({"prompt", "conversation", "rubrics", "side", "answer", "rubric", "donor", "seed"}),
+    )
 
     def __init__(self, model: str = "rules", **options: Any):
         # Options for LLM oracles (concurrency, rpm, base_url) mean nothing here and are ignored.
@@ -940,6 +945,9 @@ class RulesOracle:
 
     async def agenerate(self, request: OracleRequest) -> OracleResponse:
         return self.generate(request)
+
+    async def aclose(self) -> None:
+        return None  # nothing is held open
 
     def generate(self, request: OracleRequest) -> OracleResponse:
         """The synchronous core (the work is microseconds of string handling, there is nothing to await)."""

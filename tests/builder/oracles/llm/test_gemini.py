@@ -43,7 +43,7 @@ def test_registry_name_and_capabilities(fake_llm_server: FakeLLMServer) -> None:
     oracle = get_oracle("gemini:gemini-2.0-flash", base_url=fake_llm_server.url, rpm=None, tpm=None, seed=3)
     assert isinstance(oracle, GeminiOracle)
     assert oracle.name == "gemini:gemini-2.0-flash" and oracle.provider == "gemini"
-    assert oracle.supports_upgrade and oracle.supports_safety
+    assert oracle.capabilities.upgrade and oracle.capabilities.safety and oracle.capabilities.batch
 
 
 def test_request_shape_key_header_system_instruction_and_json_schema(fake_llm_server: FakeLLMServer) -> None:

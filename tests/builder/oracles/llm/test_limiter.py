@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from crome.builder.oracles.llm.limiter import RateLimiter, TokenBucket, estimate_input_tokens, estimate_tokens
+from crome.builder.oracles.llm.limiter import RateLimiter, TokenBucket
+from crome.schemas.calls import estimate_input_tokens, estimate_tokens
 from crome.builder.oracles.llm.openai import OpenAIOracle
 from fake_llm_server import FakeLLMServer
 from oracle_contract import make_request

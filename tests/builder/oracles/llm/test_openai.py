@@ -41,7 +41,7 @@ def test_registry_name_and_capabilities(fake_llm_server: FakeLLMServer) -> None:
     oracle = get_oracle("openai:gpt-4o-mini", base_url=fake_llm_server.openai_url, rpm=None, tpm=None, seed=3)
     assert isinstance(oracle, OpenAIOracle)
     assert oracle.name == "openai:gpt-4o-mini" and oracle.provider == "openai"
-    assert oracle.supports_upgrade and oracle.supports_safety
+    assert oracle.capabilities.upgrade and oracle.capabilities.safety and oracle.capabilities.batch
 
 
 def test_strict_json_schema_is_sent(fake_llm_server: FakeLLMServer) -> None:

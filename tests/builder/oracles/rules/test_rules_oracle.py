@@ -105,7 +105,8 @@ def test_implements_the_oracle_protocol_and_registry():
     oracle = get_oracle("rules", concurrency=16, rpm=100, base_url=None)  # LLM options are ignored
     assert isinstance(oracle, RulesOracle) and isinstance(oracle, Oracle)
     assert (oracle.provider, oracle.model, oracle.name) == ("rules", "rules", "rules")
-    assert oracle.supports_upgrade is False and oracle.supports_safety is False
+    caps = oracle.capabilities
+    assert not (caps.upgrade or caps.safety or caps.verify or caps.priced or caps.batch)
 
 
 def test_upgrade_verify_and_unknown_tasks_are_unsupported_never_faked():
