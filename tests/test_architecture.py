@@ -114,7 +114,8 @@ def code_lines(path: Path) -> int:
 
 
 def test_every_module_belongs_to_a_known_part() -> None:
-    unknown = [n for n in modules() if part_of(n) == "crome" and n not in ("crome", "crome.__main__")]
+    # crome/builder/__init__.py only makes the folder a package; any module in it would be a stray.
+    unknown = [n for n in modules() if part_of(n) == "crome" and n not in ("crome", "crome.__main__", "crome.builder")]
     assert not unknown, f"modules outside the parts ARCHITECTURE.md names: {unknown}"
 
 

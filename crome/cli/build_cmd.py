@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -74,6 +74,21 @@ def print_summary(summary: dict, console: Console) -> None:
     t.add_row("accounting", f"{acc['with_rows']} pairs with rows + {acc['only_rejections']} only rejected + {acc['pending']} pending = {acc['source_pairs']} source pairs (+ {acc['quarantined']} quarantined); balanced={acc['balanced']}")
     t.add_row("time", f"{summary.get('seconds', 0)} s")
     console.print(t)
+
+
+def print_estimate(summary: dict[str, Any], console: Console) -> None:
+    t = Table(title=f"dry run: {summary['oracle']} (nothing was called)", show_header=True)
+    t.add_column("task")
+    t.add_column("calls", justify="right")
+    for task, n in summary["calls"].items():
+        t.add_row(task, f"{n:,}")
+    t.add_row("total", f"{summary['calls_total']:,}")
+    console.print(t)
+    tok = summary["tokens"]
+    cost = summary["cost_usd"]
+    console.print(f"tokens: in ~{tok['input']:,} / out ~{tok['output']:,}; estimated cost: "
+                  + ("unknown (model not in the price table)" if cost is None else f"${cost:.4f}"))
+    console.print(summary["note"])
 
 
 def register(app: typer.Typer) -> None:
@@ -157,8 +172,6 @@ def register(app: typer.Typer) -> None:
                 err.print(f"[red]oracle error, run stopped:[/] {exc}")
                 raise typer.Exit(3) from None
         if result.stopped == "dry_run":
-            from crome.builder.run.estimate import print_estimate
-
             print_estimate(result.summary, err)
             return
         print_summary(result.summary, err)

@@ -20,7 +20,6 @@ the job exists at the provider, so a crash anywhere leaves either no job or one 
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -41,10 +40,6 @@ log = logging.getLogger("crome.batch")
 JOB_KIND = "batch_job"  # artifact per job, keyed by its intent id
 REQUEST_KIND = "batch_request"  # artifact per request in a live job, keyed by cache key
 RUN_ID_META = "batch_run_id"
-# Test hook: exit right after the provider created a job, before its id is recorded (the crash
-# that adoption must survive). Set only by tests/test_batch.py.
-EXIT_AFTER_SUBMIT_ENV = "CROME_TEST_EXIT_AFTER_SUBMIT"
-EXIT_AFTER_SUBMIT_CODE = 86
 
 LIVE = ("submitting", "submitted")  # a job whose requests must not be sent again
 
@@ -252,8 +247,6 @@ class BatchRun:
             except Exception as exc:  # noqa: BLE001 - the job may exist: the next pass looks for it before sending again
                 self._failed(f"submitting {len(chunk)} requests", job, exc)
                 break
-            if os.environ.get(EXIT_AFTER_SUBMIT_ENV):
-                os._exit(EXIT_AFTER_SUBMIT_CODE)
             job.update(state="submitted", job_id=job_id, submitted_at=_now())
             self._save(job)
             self.submitted_now.append(intent)
@@ -337,4 +330,4 @@ def batch_report(jobs: dict[str, dict[str, Any]], **extra: Any) -> dict[str, Any
     }
 
 
-__all__ = ["BatchRun", "EXIT_AFTER_SUBMIT_ENV", "JOB_KIND", "REQUEST_KIND", "batch_report", "live_jobs"]
+__all__ = ["BatchRun", "JOB_KIND", "REQUEST_KIND", "batch_report", "live_jobs"]

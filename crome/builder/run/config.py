@@ -7,9 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from crome.builder.stages.validate import ValidationConfig
+from crome.builder.stages.checks import ValidationConfig
 
-TASKS = ("rubrics", "rate", "degrade", "upgrade", "verify")
+
 
 
 class BuildConfig(BaseModel):

@@ -1,9 +1,9 @@
-"""`crome build`: source pairs -> rubrics -> ratings -> causal rewrites -> verify -> validate -> IQN -> dedup -> export.
+"""`crome build`: source pairs -> the stages below -> export, every oracle call through the run store's cache.
 
-Per source pair the LLM stages run as one coroutine (no barrier between stages, so a slow call
-holds up only its own pair); the stages that need the whole dataset (neutrals, dedup) run after.
-Every call goes through the run store's cache, so a re-run replays and a killed run resumes.
-With `batch`, a pass sends nothing itself: its cache misses become one provider batch job
+Per source pair the per-pair stages run as one coroutine (no barrier between stages, so a slow
+call holds up only its own pair); the ordered stages (neutrals, dedup) run after them, over the
+pairs in source order. A re-run replays what the store holds and a killed run resumes. With
+`batch`, a pass sends nothing itself: its cache misses become one provider batch job
 (crome.builder.run.batch) and the pairs that wait on it stay pending until a re-run collects it.
 """
 
@@ -12,41 +12,47 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
-from collections import Counter
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import pyarrow.parquet as pq
-
-from crome import __version__
-from crome.builder.run.config import TASKS, BuildConfig, display_source
-from crome.builder.run.generate import BatchPending, BuildStopped, CachedGenerate
 from crome.builder.oracles import get_oracle
 from crome.builder.oracles.base import Oracle, SystematicOracleError
-from crome.builder.stages.records import Candidate, PairContext, original_candidate
+from crome.builder.run.config import BuildConfig, display_source
+from crome.builder.run.export import export
+from crome.builder.run.generate import BatchPending, BuildStopped, CachedGenerate
+from crome.builder.run.progress import ProgressFile
+from crome.builder.run.summary import build_summary
 from crome.builder.sources import load_source
-from crome.builder.stages.causal import causal, pair_rng
-from crome.builder.stages.dedup import Deduper, text_key
-from crome.builder.stages.neutral import cross_prompt, draw_irrelevant, neutrals
-from crome.builder.stages.rate import rate
-from crome.builder.stages.rubrics import RubricStage
-from crome.builder.stages.validate import validate_rewrite
-from crome.builder.stages.verify import verify
-from crome.builder.run.status import spend
+from crome.builder.stages.base import Stage, StageEnv
+from crome.builder.stages.causal import CausalStage
+from crome.builder.stages.dedup import KIND_ORDER, DedupStage
+from crome.builder.stages.neutral import CrossPromptStage, NeutralStage
+from crome.builder.stages.rate import RateStage
+from crome.builder.stages.records import PairContext, original_candidate
+from crome.builder.stages.rubrics import RubricsStage
+from crome.builder.stages.validate import ValidateStage
+from crome.builder.stages.verify import VerifyStage
 from crome.builder.store import RunStore
-from crome.schemas.hashing import short_id, stable_hash
 from crome.prompts import UnknownTemplateError, load_template
-from crome.schemas import DatasetRow, Quarantined, Rejection, SourcePair, arrow_schema, to_table
+from crome.schemas import DatasetRow, Quarantined, Rejection, SourcePair
+from crome.schemas.hashing import short_id, stable_hash
 
 log = logging.getLogger(__name__)
 
-ROWS_PER_SHARD = 100_000
-WRITE_CHUNK = 5_000
-KIND_ORDER = {"original": 0, "causal": 1, "neutral": 2}
+# The method, in order. A new stage is a new module in crome/builder/stages and one line here.
+STAGES: tuple[type[Stage], ...] = (
+    RubricsStage,  # the prompt's causal rubrics
+    RateStage,  # each answer strong or weak on each rubric
+    CausalStage,  # degrade / upgrade one rubric
+    VerifyStage,  # the oracle checks only that rubric moved
+    ValidateStage,  # edit, length, surface, language checks
+    NeutralStage,  # IQN ties (ordered: after the pair's own stages)
+    CrossPromptStage,  # RRM baseline pairs, with --cross-prompt
+    DedupStage,  # exact and near duplicates, first in source order wins
+)
+TASKS: tuple[str, ...] = tuple(t for s in STAGES for t in s.tasks)  # every template a build renders
 
 
 @dataclass
@@ -83,26 +89,12 @@ def read_source(cfg: BuildConfig) -> tuple[list[SourcePair], list[Quarantined], 
     return pairs, quarantined, info
 
 
-def validate_candidates(ctx: PairContext, candidates: list[Candidate], cfg: BuildConfig) -> list[Candidate]:
-    kept = []
-    for c in candidates:
-        # A response the oracle reported cut off never gets here (causal rejects it as oracle_truncated);
-        # validation still catches a rewrite that ends mid-sentence or inside a code fence.
-        result = validate_rewrite(c.original_answer or "", c.rewrite or "", cfg=cfg.validation)
-        c.quality.update(result.quality_fields())
-        if result.passed:
-            c.checks.extend(result.passed_names())
-            kept.append(c)
-        else:
-            ctx.rejections.append(c.reject("validate", result.reason, result.detail[:500]))
-    return kept
-
-
 class Builder:
     def __init__(self, cfg: BuildConfig, store: RunStore, progress: Progress | None = None, oracle: Oracle | None = None):
         self.cfg = cfg
         self.store = store
         self.progress = progress or Progress()
+        self.progress_file = ProgressFile(Path(cfg.out))
         options = {"base_url": cfg.base_url, "concurrency": cfg.concurrency, "rpm": cfg.rpm, "tpm": cfg.tpm,
                    "timeout": cfg.timeout, "schema_mode": cfg.schema_mode}
         self.oracle = oracle if oracle is not None else get_oracle(cfg.oracle, **options)
@@ -115,9 +107,9 @@ class Builder:
             from crome.builder.run.batch import BatchRun, batch_jobs
 
             self.batch = BatchRun(store, batch_jobs(self.oracle), self.generate, price=self._price())
-        self.rubric_stage = RubricStage(self.generate, self.templates["rubrics"])
         self.contexts: list[PairContext] = []  # the pairs this run builds (its shard)
         self.pool: list[PairContext] = []  # every source pair: where irrelevant prompts and donors are drawn from
+        self.stages: list[Stage] = []
 
     def _template(self, spec: str):
         if self.cfg.templates_dir:
@@ -135,76 +127,60 @@ class Builder:
         model = self.oracle.model
         return lambda i, o: estimate_cost(model, i, o, batch=self.cfg.batch)
 
-    # -- per pair -------------------------------------------------------------------------
-    def _donor(self, ctx: PairContext) -> str:
-        """An answer written for an unrelated prompt (relevance interventions of the rules oracle)."""
-        other, _ = draw_irrelevant(ctx, self.pool, pair_rng(self.cfg.seed, ctx.pair.source_id, "donor"), self.cfg.neutral_max_similarity)
-        return other.pair.chosen.content if other is not None else ""
+    def setup(self, pairs: list[SourcePair]) -> None:
+        """Contexts for every source pair and the run's stages (they draw from the whole pool)."""
+        self.pool = [PairContext(pair=p) for p in pairs]
+        self.contexts = [c for c in self.pool if in_shard(c.pair.source_id, self.cfg.shard)]
+        env = StageEnv(options=self.cfg, generate=self.generate, templates=self.templates, capabilities=self.oracle.capabilities, pool=self.pool)
+        self.stages = [stage(env) for stage in STAGES]
 
+    # -- per pair -------------------------------------------------------------------------
     async def process_pair(self, ctx: PairContext) -> None:
-        cfg = self.cfg
         ctx.candidates = [original_candidate(ctx.pair)]
-        if ctx.pair.preference != 1.0 or not cfg.causal or cfg.max_attributes == 0:
-            return
-        if not await self.rubric_stage(ctx):
-            return
-        if not await rate(ctx, self.generate, self.templates["rate"]):
-            return
-        candidates = await causal(
-            ctx,
-            self.generate,
-            self.templates,
-            directions=list(cfg.causal),
-            k=cfg.max_attributes,
-            seed=cfg.seed,
-            supports_upgrade=self.oracle.capabilities.upgrade,
-            supports_safety=self.oracle.capabilities.safety,
-            donor=self._donor,
-        )
-        if cfg.verify_enabled and candidates:
-            candidates = await verify(ctx, candidates, self.generate, self.templates["verify"])
-        ctx.candidates.extend(validate_candidates(ctx, candidates, cfg))
+        for stage in self.stages:
+            if not stage.ordered and not await stage(ctx):
+                return
+
+    def _advance(self) -> None:
+        stats = self.generate.stats
+        self.progress.advance(stats.__dict__)
+        self.progress_file.update(pairs_done=self.progress_file.state["pairs_done"] + 1, calls=stats.total, new_calls=stats.new,
+                                  failed_calls=stats.failed, cost_usd=round(stats.cost_usd, 6))
 
     async def run_pairs(self) -> str | None:
-        """Process every pair with a bounded window in flight; returns why the run stopped, if it did."""
+        """Every pair through the per-pair stages with a bounded window in flight; returns why the run stopped, if it did."""
         window = max(64, 4 * self.cfg.concurrency)
-        pending: set[asyncio.Task] = set()
+        pending: dict[asyncio.Task, PairContext] = {}
         stopped: str | None = None
         fatal: BaseException | None = None
-        it = iter(self.contexts)
         self.progress.start(len(self.contexts))
+        self.progress_file.update(pairs_total=len(self.contexts), force=True)
 
         def reap(done: set[asyncio.Task]) -> None:
             nonlocal stopped, fatal
             for t in done:
-                ctx: PairContext = t.ctx  # type: ignore[attr-defined]
+                ctx = pending.pop(t)
                 exc = t.exception()
                 if isinstance(exc, BatchPending):  # waits on a batch job: neither done nor rejected
-                    ctx.candidates = []
-                    ctx.rejections = []
-                    ctx.pending = True  # type: ignore[attr-defined]
+                    ctx.set_pending()
                 elif isinstance(exc, BuildStopped):
                     stopped = stopped or exc.reason
-                    ctx.candidates = []
-                    ctx.rejections = []
-                    ctx.pending = True  # type: ignore[attr-defined]
+                    ctx.set_pending()
                 elif isinstance(exc, SystematicOracleError):
                     fatal = fatal or exc
                 elif exc is not None:
                     # A bug must not lose the run: the pair is recorded with the error, the rest goes on.
                     log.exception("pair %s failed", ctx.pair.source_id, exc_info=exc)
                     ctx.reject_pair("internal", "exception", f"{type(exc).__name__}: {exc}"[:500])
-                self.progress.advance(self.generate.stats.__dict__)
+                self._advance()
 
-        for ctx in it:
+        for ctx in self.contexts:
             if stopped or fatal or self.generate.stopped:
-                ctx.pending = True  # type: ignore[attr-defined]
+                ctx.pending = True
                 continue
-            task = asyncio.ensure_future(self.process_pair(ctx))
-            task.ctx = ctx  # type: ignore[attr-defined]
-            pending.add(task)
+            pending[asyncio.ensure_future(self.process_pair(ctx))] = ctx
             if len(pending) >= window:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 reap(done)
         if pending:
             done, _ = await asyncio.wait(pending)
@@ -220,63 +196,39 @@ class Builder:
             raise fatal
         return stopped or (self.generate.stopped.reason if self.generate.stopped else None)
 
-    # -- whole dataset --------------------------------------------------------------------
-    def add_neutrals(self) -> None:
-        cfg = self.cfg
-        # Draws are over every source pair, whatever this run's shard or how far it got, so a pair
-        # gets the same neutrals in a sharded, a stopped-and-resumed and a whole run.
+    async def run_ordered(self) -> None:
+        """The ordered stages over the pairs in source order (a pending pair has nothing to add yet)."""
+        ordered = [s for s in self.stages if s.ordered]
         for ctx in self.contexts:
-            if getattr(ctx, "pending", False):
+            if ctx.pending:
                 continue
-            extra: list[Candidate] = []
-            if cfg.neutral_ratio > 0 and ctx.pair.preference == 1.0:
-                extra += neutrals(ctx, ctx.candidates, self.pool, ratio=cfg.neutral_ratio, seed=cfg.seed, max_similarity=cfg.neutral_max_similarity)
-            if cfg.cross_prompt and ctx.pair.preference == 1.0:
-                extra += cross_prompt(ctx, self.pool, seed=cfg.seed, max_similarity=cfg.neutral_max_similarity)
-            ctx.candidates.extend(extra)
+            for stage in ordered:
+                await stage(ctx)
 
-    def dedup(self) -> None:
-        """Exact and near-duplicate pairs and generated answers; the first in source order wins."""
-        pairs = Deduper(threshold=self.cfg.dedup_threshold)
-        answers = Deduper(threshold=self.cfg.dedup_threshold)
-        for ctx in self.contexts:
-            kept = []
-            for c in sorted(ctx.candidates, key=lambda c: KIND_ORDER[c.kind]):
-                cid = c.id
-                # Probe both before registering either: a rejected candidate must leave no trace
-                # that a later one could be called a duplicate of.
-                dup, pair_probe = pairs.probe(text_key(c.prompt, c.chosen, c.rejected, ordered=c.preference == 1.0), near=False)
-                answer_probe = None
-                if not dup.duplicate and c.rewrite is not None:
-                    dup, answer_probe = answers.probe(c.rewrite)
-                if dup.duplicate:
-                    ctx.rejections.append(c.reject("dedup", f"{dup.kind}_duplicate", f"similarity {dup.similarity:.3f}" if dup.similarity is not None else "", duplicate_of=dup.of))
-                    continue
-                pairs.add(cid, pair_probe)
-                if answer_probe is not None:
-                    answers.add(cid, answer_probe)
-                kept.append(c)
-            ctx.candidates = kept
-
-    # -- the whole build ------------------------------------------------------------------
-    def run(self, pairs: list[SourcePair], quarantined: list[Quarantined], source_info: dict[str, Any], started: float) -> BuildResult:
-        cfg = self.cfg
-        self.pool = [PairContext(pair=p) for p in pairs]
-        self.contexts = [c for c in self.pool if in_shard(c.pair.source_id, cfg.shard)]
-        if self.batch is not None:
-            self.progress.stage("batch: polling jobs")
-            self.batch.prepare()
+    async def run_all(self) -> str | None:
         self.progress.stage("oracle stages")
-        stopped = asyncio.run(self.run_pairs())
+        self.progress_file.stage("oracle stages")
+        stopped = await self.run_pairs()
         if self.batch is not None:
             self.progress.stage("batch: submitting")
+            self.progress_file.stage("batch: submitting")
             self.batch.submit()
             if stopped is None and self.batch.live():
                 stopped = "batch_pending"
         self.progress.stage("neutrals and dedup")
-        self.add_neutrals()
-        self.dedup()
-        oracle_name = self.oracle.name
+        self.progress_file.stage("neutrals and dedup")
+        await self.run_ordered()
+        return stopped
+
+    # -- the whole build ------------------------------------------------------------------
+    def run(self, pairs: list[SourcePair], quarantined: list[Quarantined], source_info: dict[str, Any], started: float) -> BuildResult:
+        cfg = self.cfg
+        self.setup(pairs)
+        if self.batch is not None:
+            self.progress.stage("batch: polling jobs")
+            self.progress_file.stage("batch: polling jobs")
+            self.batch.prepare()
+        stopped = asyncio.run(self.run_all())
         rows: list[DatasetRow] = []
         rejections: list[Rejection] = [
             Rejection(source_id=f"row:{q.row}", stage="source", reason=q.reason, detail=q.detail) for q in quarantined
@@ -284,105 +236,21 @@ class Builder:
         for ctx in self.contexts:
             for c in ctx.candidates:
                 try:
-                    rows.append(c.to_row(oracle_name, cfg.seed))
+                    rows.append(c.to_row(self.oracle.name, cfg.seed))
                 except ValueError as exc:  # a candidate that breaks the contract is a recorded rejection
                     ctx.rejections.append(c.reject("export", "invalid_row", str(exc).splitlines()[0][:300]))
             ctx.candidates = []  # the rows hold what is needed now; keep one copy in memory, not two
             rejections.extend(ctx.rejections)
         rows.sort(key=lambda r: (r.source_id, KIND_ORDER[r.kind], r.augmentation, r.attribute or "", r.id))
-        summary = self.summary([c.pair for c in self.contexts], quarantined, rows, rejections, source_info, stopped, time.perf_counter() - started)
-        export(self.store, Path(cfg.out), rows, rejections, summary, cfg)
+        summary = build_summary(
+            cfg, oracle=self.oracle.name, templates=self.templates, contexts=self.contexts, quarantined=quarantined, rows=rows,
+            rejections=rejections, source_info=source_info, stopped=stopped, seconds=time.perf_counter() - started,
+            stats=self.generate.stats, store=self.store, batch=self.batch.report() if self.batch is not None else None,
+        )
+        self.progress_file.stage("export")
+        export(self.store, Path(cfg.out), rows, rejections, summary)
+        self.progress_file.update(stage="done", status=summary["status"], force=True)
         return BuildResult(Path(cfg.out), summary, len(rows), stopped)
-
-    def summary(self, pairs, quarantined, rows, rejections, source_info, stopped, seconds) -> dict[str, Any]:
-        cfg = self.cfg
-        stats = self.generate.stats
-        by_stage: dict[str, Counter] = {}
-        for r in rejections:
-            by_stage.setdefault(r.stage, Counter())[r.reason] += 1
-        with_rows = {r.source_id for r in rows}
-        pending = sum(1 for c in self.contexts if getattr(c, "pending", False))
-        only_rejected = {r.source_id for r in rejections if r.stage != "source"} - with_rows
-        pair_ids = [c.pair.source_id for c in self.contexts]
-        accounted = sum(1 for sid in pair_ids if sid in with_rows or sid in only_rejected) + pending
-        store_stats = self.store.call_stats()
-        return {
-            "crome_version": __version__,
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "status": f"stopped: {stopped}" if stopped else "complete",
-            "source": source_info,
-            "oracle": self.oracle.name,
-            "seed": cfg.seed,
-            "options": cfg.public_options(),
-            "templates": {t: {"name": tpl.name, "version": tpl.version, "sha256": tpl.sha256} for t, tpl in self.templates.items()},
-            "counts": {
-                # One source row may give several pairs (RM-Bench: 9) or several quarantines.
-                "source_rows": source_info.get("rows"),
-                "source_pairs": len(pairs),
-                "quarantined": len(quarantined),
-                "quarantine_reasons": dict(Counter(q.reason for q in quarantined).most_common()),
-                "pending": pending,
-                "rows": len(rows),
-                "rows_by_kind": dict(Counter(r.kind for r in rows).most_common()),
-                "rows_by_augmentation": dict(Counter(r.augmentation for r in rows).most_common()),
-                "rows_by_attribute": dict(Counter(r.attribute for r in rows if r.attribute).most_common()),
-                "rejections": len(rejections),
-                "rejections_by_stage": {s: dict(c.most_common()) for s, c in sorted(by_stage.items())},
-            },
-            "oracle_calls": {**stats.as_dict(), "store": store_stats},
-            "tokens": {
-                "input": stats.input_tokens,
-                "output": stats.output_tokens,
-                "replayed_input": stats.cached_input_tokens,
-                "replayed_output": stats.cached_output_tokens,
-            },
-            "cost_usd": round(stats.cost_usd, 6) if stats.cost_known else None,  # spent by this run
-            # What every stored call cost when it was made: the price of the dataset, however many re-runs.
-            "spend": spend(self.store),
-            "accounting": {
-                "quarantined": len(quarantined),
-                "source_pairs": len(pairs),
-                "with_rows": len(set(pair_ids) & with_rows),
-                "only_rejections": len(set(pair_ids) & only_rejected),
-                "pending": pending,
-                "balanced": accounted == len(pairs),
-            },
-            "seconds": round(seconds, 2),
-            **({"batch": self.batch.report()} if self.batch is not None else {}),
-        }
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def export(store: RunStore, out: Path, rows: list[DatasetRow], rejections: list[Rejection], summary: dict, cfg: BuildConfig) -> None:
-    """Parquet shards with exactly the contract's columns, rejections, summary; the store keeps the same."""
-    data_dir = out / "data"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    n_shards = max(1, -(-len(rows) // ROWS_PER_SHARD))
-    names = [f"train-{i:05d}-of-{n_shards:05d}.parquet" for i in range(n_shards)]
-    for stale in data_dir.glob("*.parquet"):
-        if stale.name not in names:
-            stale.unlink()
-    schema = arrow_schema(DatasetRow)
-    for i, name in enumerate(names):
-        shard = rows[i * ROWS_PER_SHARD : (i + 1) * ROWS_PER_SHARD]
-
-        def write(path: Path, shard=shard) -> None:
-            # Converted a chunk at a time: a whole shard of dicts would double the peak memory.
-            with pq.ParquetWriter(path, schema) as writer:
-                for j in range(0, max(1, len(shard)), WRITE_CHUNK):
-                    writer.write_table(to_table(shard[j : j + WRITE_CHUNK], DatasetRow))
-
-        _atomic_write(data_dir / name, write)
-    _atomic_write(out / "rejections.parquet", lambda p: pq.write_table(to_table(rejections, Rejection), p))
-    _atomic_write(out / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n"))
-    store.replace_rows(rows)
-    store.replace_rejections(rejections)
-    store.set_meta("summary", summary)
 
 
 def source_fingerprint(pairs: list[SourcePair], source_info: dict[str, Any]) -> str:
@@ -433,7 +301,9 @@ def build(
         if cfg.dry_run:
             from crome.builder.run.estimate import estimate
 
-            summary = estimate(builder, mine, quarantined, source_info)
+            builder.setup(pairs)
+            summary = estimate(builder.stages, mine, store, builder.oracle, batch=cfg.batch)
+            summary.update(source=source_info, quarantined=len(quarantined))
             return BuildResult(out, summary, 0, "dry_run")
         try:
             result = builder.run(pairs, quarantined, source_info, started)

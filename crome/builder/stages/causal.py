@@ -12,20 +12,17 @@ requested intervention the oracle cannot make at all (upgrade for `rules`) is re
 from __future__ import annotations
 
 import asyncio
-import random
-from typing import Callable
+from typing import Iterable
 
-from crome.builder.oracles.base import Generate
+from crome.builder.stages.base import PlannedCall, Stage, conversation_text, directions, failure_detail, pair_rng, wants_causal
+from crome.builder.stages.neutral import draw_irrelevant
+from crome.builder.stages.rate import assumed_rubrics
 from crome.builder.stages.records import Candidate, PairContext
-from crome.builder.stages.common import ask, conversation_text, failure_detail
-from crome.schemas.hashing import stable_hash
+from crome.schemas import SourcePair
+from crome.schemas.calls import estimate_tokens
 
 SAFETY_RUBRICS = {"safety", "harmlessness", "harm_avoidance"}
-
-
-def pair_rng(seed: int, source_id: str, salt: str) -> random.Random:
-    """A per-pair RNG: the same pair gets the same draws whatever the order or sharding of the run."""
-    return random.Random(stable_hash([seed, source_id, salt]))
+REWRITE_OVERHEAD = 60  # tokens a rewrite adds to the answer's own length (its `change` note)
 
 
 def select_attributes(ctx: PairContext, directions: list[str], k: int, seed: int, supports_safety: bool) -> list[str]:
@@ -41,84 +38,98 @@ def select_attributes(ctx: PairContext, directions: list[str], k: int, seed: int
     return rng.sample(eligible, min(k, len(eligible)))
 
 
-async def causal(
-    ctx: PairContext,
-    generate: Generate,
-    templates: dict,
-    *,
-    directions: list[str],
-    k: int,
-    seed: int,
-    supports_upgrade: bool,
-    supports_safety: bool,
-    donor: Callable[[PairContext], str],
-) -> list[Candidate]:
-    """Rewrites for the drawn rubrics, as candidates (failed calls become rejections on ctx)."""
-    if not supports_upgrade and "upgrade" in directions:
-        ctx.reject_pair("causal", "unsupported", "the oracle cannot write upgrades (rules); no upgrade pairs", augmentation="upgrade")
-        directions = [d for d in directions if d != "upgrade"]
-    if not supports_safety and any(r.name in SAFETY_RUBRICS for r in ctx.rubrics):
-        ctx.reject_pair("causal", "unsupported", "the oracle cannot intervene on safety; rubric not drawn", attribute="safety")
-    # The whole seeded order: the first k are used; a rubric the oracle cannot intervene on for this
-    # answer (every job `unsupported`) is replaced by the next one, so k is reached when it can be.
-    order = select_attributes(ctx, directions, len(ctx.rubrics), seed, supports_safety)
-    if not order:
-        ctx.reject_pair("causal", "no_eligible_rubric", f"no rubric rated for {'/'.join(directions) or 'any intervention'}")
-        return []
+class CausalStage(Stage):
+    """Rewrites for the drawn rubrics go to `ctx.rewrites`; failed calls become rejections."""
 
-    conversation = conversation_text(ctx.pair.prompt)
-    by_name = {r.name: r for r in ctx.rubrics}
+    name = "causal"
+    tasks = ("degrade", "upgrade")
 
-    def jobs_for(name: str) -> list[tuple[str, str, str]]:
-        jobs = []
-        for direction, side in (("degrade", "chosen"), ("upgrade", "rejected")):
-            want = "strong" if direction == "degrade" else "weak"
-            if direction in directions and ctx.ratings.get(side, {}).get(name) == want:
-                jobs.append((name, direction, side))
-        return jobs
+    def donor(self, ctx: PairContext) -> str:
+        """An answer written for an unrelated prompt (relevance interventions of the rules oracle)."""
+        rng = pair_rng(self.options.seed, ctx.pair.source_id, "donor")
+        other, _ = draw_irrelevant(ctx, self.env.pool, rng, self.options.neutral_max_similarity)
+        return other.pair.chosen.content if other is not None else ""
 
-    async def one(name: str, direction: str, side: str):
-        answer = getattr(ctx.pair, side).content
-        others = [r.model_dump() for r in ctx.rubrics if r.name != name]
-        template = templates[direction]
-        resp = await ask(
-            generate,
-            template,
-            {"prompt": conversation, "answer": answer, "rubric": by_name[name].model_dump(), "other_rubrics": others},
-            {"prompt": ctx.pair.prompt_text, "answer": answer, "rubric": name, "donor": donor(ctx), "seed": seed},
-        )
-        return name, direction, side, template, resp
+    async def __call__(self, ctx: PairContext) -> bool:
+        caps, seed, k = self.env.capabilities, self.options.seed, self.options.max_attributes
+        wanted = list(self.options.causal)
+        if not caps.upgrade and "upgrade" in wanted:
+            ctx.reject_pair("causal", "unsupported", "the oracle cannot write upgrades (rules); no upgrade pairs", augmentation="upgrade")
+        wanted = directions(self.options, caps)
+        if not caps.safety and any(r.name in SAFETY_RUBRICS for r in ctx.rubrics):
+            ctx.reject_pair("causal", "unsupported", "the oracle cannot intervene on safety; rubric not drawn", attribute="safety")
+        # The whole seeded order: the first k are used; a rubric the oracle cannot intervene on for this
+        # answer (every job `unsupported`) is replaced by the next one, so k is reached when it can be.
+        order = select_attributes(ctx, wanted, len(ctx.rubrics), seed, caps.safety)
+        if not order:
+            ctx.reject_pair("causal", "no_eligible_rubric", f"no rubric rated for {'/'.join(wanted) or 'any intervention'}")
+            return False
 
-    results = []
-    used = 0
-    queue = list(order)
-    while queue and used < k:
-        active, queue = queue[: k - used], queue[k - used :]
-        batch = await asyncio.gather(*(one(*j) for name in active for j in jobs_for(name)))
-        results.extend(batch)
-        used += len({name for name, _, _, _, resp in batch if resp.status != "unsupported"})
+        conversation = conversation_text(ctx.pair.prompt)
+        by_name = {r.name: r for r in ctx.rubrics}
+        donor: list[str] = []
 
-    out: list[Candidate] = []
-    for name, direction, side, template, resp in results:
-        if not resp.ok:
-            reason = "unsupported" if resp.status == "unsupported" else f"oracle_{resp.status}"
-            ctx.reject_pair("causal", reason, failure_detail(resp), augmentation=direction, attribute=name)
-            continue
-        rewrite = resp.parsed.rewrite  # type: ignore[union-attr]
-        original = getattr(ctx.pair, side).content
-        chosen, rejected = (original, rewrite) if direction == "degrade" else (rewrite, original)
-        out.append(
-            Candidate(
-                source=ctx.pair,
-                kind="causal",
-                augmentation=direction,
-                attribute=name,
-                prompt=list(ctx.pair.prompt),
-                chosen=chosen,
-                rejected=rejected,
-                template=template,
-                original_answer=original,
-                rewrite=rewrite,
+        def jobs_for(name: str) -> list[tuple[str, str, str]]:
+            jobs = []
+            for direction, side in (("degrade", "chosen"), ("upgrade", "rejected")):
+                want = "strong" if direction == "degrade" else "weak"
+                if direction in wanted and ctx.ratings.get(side, {}).get(name) == want:
+                    jobs.append((name, direction, side))
+            return jobs
+
+        async def one(name: str, direction: str, side: str):
+            if not donor:
+                donor.append(self.donor(ctx))
+            answer = getattr(ctx.pair, side).content
+            others = [r.model_dump() for r in ctx.rubrics if r.name != name]
+            resp = await self.ask(
+                direction,
+                {"prompt": conversation, "answer": answer, "rubric": by_name[name].model_dump(), "other_rubrics": others},
+                {"prompt": ctx.pair.prompt_text, "answer": answer, "rubric": name, "donor": donor[0], "seed": seed},
             )
-        )
-    return out
+            return name, direction, side, resp
+
+        results = []
+        used = 0
+        queue = list(order)
+        while queue and used < k:
+            active, queue = queue[: k - used], queue[k - used :]
+            batch = await asyncio.gather(*(one(*j) for name in active for j in jobs_for(name)))
+            results.extend(batch)
+            used += len({name for name, _, _, resp in batch if resp.status != "unsupported"})
+
+        for name, direction, side, resp in results:
+            if not resp.ok:
+                reason = "unsupported" if resp.status == "unsupported" else f"oracle_{resp.status}"
+                ctx.reject_pair("causal", reason, failure_detail(resp), augmentation=direction, attribute=name)
+                continue
+            rewrite = resp.parsed.rewrite  # type: ignore[union-attr]
+            original = getattr(ctx.pair, side).content
+            chosen, rejected = (original, rewrite) if direction == "degrade" else (rewrite, original)
+            ctx.rewrites.append(
+                Candidate(
+                    source=ctx.pair,
+                    kind="causal",
+                    augmentation=direction,
+                    attribute=name,
+                    prompt=list(ctx.pair.prompt),
+                    chosen=chosen,
+                    rejected=rejected,
+                    template=self.env.templates[direction],
+                    original_answer=original,
+                    rewrite=rewrite,
+                )
+            )
+        return bool(ctx.rewrites)
+
+    def planned(self, pair: SourcePair) -> Iterable[PlannedCall]:
+        """Upper bound: every drawn rubric (up to the assumed count) gets every requested intervention."""
+        if not wants_causal(pair, self.options):
+            return
+        rubrics = assumed_rubrics()
+        conversation = conversation_text(pair.prompt)
+        for direction in directions(self.options, self.env.capabilities):
+            answer = pair.chosen.content if direction == "degrade" else pair.rejected.content
+            request = self.request(direction, {"prompt": conversation, "answer": answer, "rubric": rubrics[0], "other_rubrics": rubrics[1:]}, {})
+            for _ in range(min(self.options.max_attributes, len(rubrics))):
+                yield PlannedCall(request, exact=False, output_tokens=estimate_tokens(answer) + REWRITE_OVERHEAD)

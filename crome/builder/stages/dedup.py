@@ -26,6 +26,8 @@ import numpy as np
 from datasketch import MinHash, MinHashLSH
 from pydantic import BaseModel
 
+from crome.builder.stages.base import Stage, StageEnv
+from crome.builder.stages.records import PairContext
 from crome.schemas.hashing import stable_hash
 
 # CJK characters are words of their own (no spaces between words in those scripts).
@@ -168,4 +170,41 @@ def text_key(prompt: str | Sequence, chosen: str, rejected: str, *, ordered: boo
     return f"{_prompt_text(prompt)}\n\n[answer 1]\n{a}\n\n[answer 2]\n{b}"
 
 
-__all__ = ["Deduper", "DupResult", "normalise", "shingle_hashes", "text_key"]
+
+KIND_ORDER = {"original": 0, "causal": 1, "neutral": 2}
+
+
+class DedupStage(Stage):
+    """Exact and near-duplicate pairs and generated answers; the first in source order wins."""
+
+    name = "dedup"
+    ordered = True
+
+    def __init__(self, env: StageEnv) -> None:
+        super().__init__(env)
+        self.pairs = Deduper(threshold=self.options.dedup_threshold)
+        self.answers = Deduper(threshold=self.options.dedup_threshold)
+
+    async def __call__(self, ctx: PairContext) -> bool:
+        kept = []
+        for c in sorted(ctx.candidates, key=lambda c: KIND_ORDER[c.kind]):
+            # Probe both before registering either: a rejected candidate must leave no trace
+            # that a later one could be called a duplicate of.
+            dup, pair_probe = self.pairs.probe(text_key(c.prompt, c.chosen, c.rejected, ordered=c.preference == 1.0), near=False)
+            answer_probe = None
+            if not dup.duplicate and c.rewrite is not None:
+                dup, answer_probe = self.answers.probe(c.rewrite)
+            if dup.duplicate:
+                similarity = f"similarity {dup.similarity:.3f}" if dup.similarity is not None else ""
+                ctx.rejections.append(c.reject("dedup", f"{dup.kind}_duplicate", similarity, duplicate_of=dup.of))
+                continue
+            cid = c.id
+            self.pairs.add(cid, pair_probe)
+            if answer_probe is not None:
+                self.answers.add(cid, answer_probe)
+            kept.append(c)
+        ctx.candidates = kept
+        return True
+
+
+__all__ = ["KIND_ORDER", "DedupStage", "Deduper", "DupResult", "normalise", "shingle_hashes", "text_key"]

@@ -18,8 +18,8 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
+from crome.builder.stages.base import Stage, pair_rng
 from crome.builder.stages.records import Candidate, PairContext
-from crome.builder.stages.causal import pair_rng
 
 MAX_DRAWS = 20
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -114,3 +114,29 @@ def cross_prompt(ctx: PairContext, contexts: Sequence[PairContext], *, seed: int
             checks=["irrelevant_prompt"],
         )
     ]
+
+
+class NeutralStage(Stage):
+    """IQN ties for every strict source pair (`neutral_ratio` per pair), from its kept pairs."""
+
+    name = "neutral"
+    ordered = True  # after the pair's own stages: its kept pairs are known
+
+    async def __call__(self, ctx: PairContext) -> bool:
+        o = self.options
+        if o.neutral_ratio > 0 and ctx.pair.preference == 1.0:
+            ctx.candidates.extend(neutrals(ctx, ctx.candidates, self.env.pool, ratio=o.neutral_ratio, seed=o.seed, max_similarity=o.neutral_max_similarity))
+        return True
+
+
+class CrossPromptStage(Stage):
+    """With `--cross-prompt`: the RRM baseline's pairs."""
+
+    name = "cross_prompt"
+    ordered = True
+
+    async def __call__(self, ctx: PairContext) -> bool:
+        o = self.options
+        if o.cross_prompt and ctx.pair.preference == 1.0:
+            ctx.candidates.extend(cross_prompt(ctx, self.env.pool, seed=o.seed, max_similarity=o.neutral_max_similarity))
+        return True

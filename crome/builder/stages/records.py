@@ -88,13 +88,20 @@ def original_candidate(pair: SourcePair) -> Candidate:
 
 @dataclass
 class PairContext:
-    """What the per-pair stages learn about one source pair."""
+    """What the stages learn about one source pair, and what it ends as."""
 
     pair: SourcePair
     rubrics: list[Rubric] = field(default_factory=list)
     ratings: dict[str, dict[str, str]] = field(default_factory=dict)  # side -> rubric -> strong|weak
-    candidates: list[Candidate] = field(default_factory=list)
+    rewrites: list[Candidate] = field(default_factory=list)  # causal rewrites not yet verified and validated
+    candidates: list[Candidate] = field(default_factory=list)  # pairs kept so far: the pair's rows
     rejections: list[Rejection] = field(default_factory=list)
+    # Waits on a batch job or was stopped by the budget: neither done nor rejected, built by a re-run.
+    pending: bool = False
+
+    def set_pending(self) -> None:
+        self.pending = True
+        self.rewrites, self.candidates, self.rejections = [], [], []
 
     def reject_pair(self, stage: str, reason: str, detail: str, augmentation: str | None = None, attribute: str | None = None) -> None:
         self.rejections.append(

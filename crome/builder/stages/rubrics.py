@@ -3,36 +3,38 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Iterable
 
-from crome.builder.oracles.base import Generate
+from crome.builder.stages.base import PlannedCall, Stage, StageEnv, conversation_text, directions, failure_detail, wants_causal
 from crome.builder.stages.records import PairContext
-from crome.builder.stages.common import ask, conversation_text, failure_detail
+from crome.schemas import Rubric, SourcePair
+from crome.schemas.calls import OracleRequest, OracleResponse
 from crome.schemas.hashing import stable_hash
-from crome.schemas import Rubric
+
+OUTPUT_GUESS = 250  # tokens of a rubric list
 
 
-class RubricStage:
+class RubricsStage(Stage):
     """Rubrics are per prompt, not per pair: pairs that share a prompt share one call (and one future)."""
 
-    def __init__(self, generate: Generate, template):
-        self.generate = generate
-        self.template = template
-        self._memo: dict[str, asyncio.Future] = {}
+    name = "rubrics"
+    tasks = ("rubrics",)
 
-    async def _rubrics(self, ctx: PairContext):
-        conversation = conversation_text(ctx.pair.prompt)
-        return await ask(
-            self.generate,
-            self.template,
-            {"prompt": conversation},
-            {"prompt": ctx.pair.prompt_text, "conversation": conversation},
-        )
+    def __init__(self, env: StageEnv) -> None:
+        super().__init__(env)
+        self._memo: dict[str, asyncio.Future[OracleResponse]] = {}
+
+    def _request(self, pair: SourcePair) -> OracleRequest:
+        conversation = conversation_text(pair.prompt)
+        return self.request("rubrics", {"prompt": conversation}, {"prompt": pair.prompt_text, "conversation": conversation})
 
     async def __call__(self, ctx: PairContext) -> bool:
+        if not wants_causal(ctx.pair, self.options):
+            return False
         key = stable_hash([m.model_dump() for m in ctx.pair.prompt])
         fut = self._memo.get(key)
         if fut is None:
-            fut = self._memo[key] = asyncio.ensure_future(self._rubrics(ctx))
+            fut = self._memo[key] = asyncio.ensure_future(self.env.generate(self._request(ctx.pair)))
         resp = await asyncio.shield(fut)
         if not resp.ok:
             ctx.reject_pair("rubrics", f"oracle_{resp.status}", failure_detail(resp))
@@ -45,3 +47,7 @@ class RubricStage:
                 rubrics.append(r)
         ctx.rubrics = rubrics
         return True
+
+    def planned(self, pair: SourcePair) -> Iterable[PlannedCall]:
+        if wants_causal(pair, self.options) and directions(self.options, self.env.capabilities):
+            yield PlannedCall(self._request(pair), exact=True, output_tokens=OUTPUT_GUESS)

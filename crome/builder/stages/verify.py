@@ -7,49 +7,68 @@ with the verdict recorded. An oracle that cannot judge (`rules`) leaves `verific
 from __future__ import annotations
 
 import asyncio
+from typing import Iterable
 
-from crome.builder.oracles.base import Generate
+from crome.builder.stages.base import PlannedCall, Stage, conversation_text, directions, failure_detail, wants_causal
+from crome.builder.stages.rate import assumed_rubrics
 from crome.builder.stages.records import Candidate, PairContext
-from crome.builder.stages.common import ask, conversation_text, failure_detail
+from crome.schemas import SourcePair
+
+OUTPUT_GUESS = 150  # tokens of a verdict
 
 
-async def verify(ctx: PairContext, candidates: list[Candidate], generate: Generate, template) -> list[Candidate]:
-    conversation = conversation_text(ctx.pair.prompt)
-    by_name = {r.name: r for r in ctx.rubrics}
+class VerifyStage(Stage):
+    name = "verify"
+    tasks = ("verify",)
 
-    async def one(c: Candidate):
-        others = [r.model_dump() for r in ctx.rubrics if r.name != c.attribute]
-        return await ask(
-            generate,
-            template,
-            {
-                "prompt": conversation,
-                "original": c.original_answer,
-                "rewrite": c.rewrite,
-                "rubric": by_name[c.attribute].model_dump(),
-                "other_rubrics": others,
-                "direction": c.augmentation,
-            },
-            {"prompt": ctx.pair.prompt_text, "original": c.original_answer, "rewrite": c.rewrite, "rubric": c.attribute, "direction": c.augmentation},
-        )
+    def _variables(self, conversation: str, original: str, rewrite: str, rubric: dict, others: list[dict], direction: str) -> dict:
+        return {"prompt": conversation, "original": original, "rewrite": rewrite, "rubric": rubric, "other_rubrics": others,
+                "direction": direction}
 
-    kept: list[Candidate] = []
-    for c, resp in zip(candidates, await asyncio.gather(*(one(c) for c in candidates))):
-        if resp.status == "unsupported":
-            c.quality["verification"] = "unsupported"
-            kept.append(c)
-            continue
-        if not resp.ok:
-            ctx.rejections.append(c.reject("verify", f"oracle_{resp.status}", failure_detail(resp)))
-            continue
-        v = resp.parsed
-        moved = [o.rubric for o in v.others if o.change != "same"]  # type: ignore[union-attr]
-        summary = f"target {v.target}" + (f"; also changed: {', '.join(moved)}" if moved else "")  # type: ignore[union-attr]
-        if v.passes(c.augmentation):  # type: ignore[union-attr]
-            c.quality["verification"] = f"pass: {summary}"
-            c.checks.append("verified")
-            kept.append(c)
-        else:
-            reason = "target_not_moved" if v.target != ("worse" if c.augmentation == "degrade" else "better") else "other_rubrics_changed"  # type: ignore[union-attr]
-            ctx.rejections.append(c.reject("verify", reason, f"{summary}. {v.explanation}"[:500]))  # type: ignore[union-attr]
-    return kept
+    async def __call__(self, ctx: PairContext) -> bool:
+        if not self.options.verify_enabled or not ctx.rewrites:
+            return True
+        conversation = conversation_text(ctx.pair.prompt)
+        by_name = {r.name: r for r in ctx.rubrics}
+
+        async def one(c: Candidate):
+            others = [r.model_dump() for r in ctx.rubrics if r.name != c.attribute]
+            return await self.ask(
+                "verify",
+                self._variables(conversation, c.original_answer or "", c.rewrite or "", by_name[c.attribute].model_dump(), others, c.augmentation),
+                {"prompt": ctx.pair.prompt_text, "original": c.original_answer, "rewrite": c.rewrite, "rubric": c.attribute, "direction": c.augmentation},
+            )
+
+        kept: list[Candidate] = []
+        for c, resp in zip(ctx.rewrites, await asyncio.gather(*(one(c) for c in ctx.rewrites))):
+            if resp.status == "unsupported":
+                c.quality["verification"] = "unsupported"
+                kept.append(c)
+                continue
+            if not resp.ok:
+                ctx.rejections.append(c.reject("verify", f"oracle_{resp.status}", failure_detail(resp)))
+                continue
+            v = resp.parsed
+            moved = [o.rubric for o in v.others if o.change != "same"]  # type: ignore[union-attr]
+            summary = f"target {v.target}" + (f"; also changed: {', '.join(moved)}" if moved else "")  # type: ignore[union-attr]
+            if v.passes(c.augmentation):  # type: ignore[union-attr]
+                c.quality["verification"] = f"pass: {summary}"
+                c.checks.append("verified")
+                kept.append(c)
+            else:
+                reason = "target_not_moved" if v.target != ("worse" if c.augmentation == "degrade" else "better") else "other_rubrics_changed"  # type: ignore[union-attr]
+                ctx.rejections.append(c.reject("verify", reason, f"{summary}. {v.explanation}"[:500]))  # type: ignore[union-attr]
+        ctx.rewrites = kept
+        return True
+
+    def planned(self, pair: SourcePair) -> Iterable[PlannedCall]:
+        """One verdict per planned rewrite (an upper bound, like the rewrites)."""
+        if not (self.options.verify_enabled and wants_causal(pair, self.options)):
+            return
+        rubrics = assumed_rubrics()
+        conversation = conversation_text(pair.prompt)
+        for direction in directions(self.options, self.env.capabilities):
+            answer = pair.chosen.content if direction == "degrade" else pair.rejected.content
+            request = self.request("verify", self._variables(conversation, answer, answer, rubrics[0], rubrics[1:], direction), {})
+            for _ in range(min(self.options.max_attributes, len(rubrics))):
+                yield PlannedCall(request, exact=False, output_tokens=OUTPUT_GUESS)

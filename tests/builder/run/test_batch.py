@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from crome.builder.run.batch import EXIT_AFTER_SUBMIT_CODE, EXIT_AFTER_SUBMIT_ENV, JOB_KIND
+from crome.builder.run.batch import JOB_KIND
 from crome.builder.run.config import BuildConfig
 from crome.builder.oracles import get_oracle
 from crome.builder.oracles.llm.pricing import estimate_cost
@@ -30,7 +30,7 @@ N_FAULT = 6
 @pytest.fixture(autouse=True)
 def _no_keys(monkeypatch):
     # The fake takes any key; a local base URL needs none. Nothing may reach a real provider.
-    for env in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "GEMINI_API_KEY", "GOOGLE_API_KEY", EXIT_AFTER_SUBMIT_ENV):
+    for env in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "GEMINI_API_KEY", "GOOGLE_API_KEY"):
         monkeypatch.delenv(env, raising=False)
 
 
@@ -191,14 +191,29 @@ def test_rerun_while_a_job_is_in_flight_submits_nothing(tmp_path):
         assert len(server.created()) == 2 and [j["state"] for j in jobs(out)] == ["ingested", "submitted"]
 
 
+# The crash adoption must survive: the process dies right after the provider created a job, before
+# the job id is recorded. The CLI runs with the backend's submit wrapped to exit there.
+EXIT_AFTER_SUBMIT_CODE = 86
+CRASH_AFTER_SUBMIT = f"""
+import os, sys
+from crome.builder.oracles.llm.openai import OpenAIBatch
+submit = OpenAIBatch.submit
+def submit_then_die(self, items, intent):
+    submit(self, items, intent)
+    os._exit({EXIT_AFTER_SUBMIT_CODE})
+OpenAIBatch.submit = submit_then_die
+from crome.cli import app
+app(args=sys.argv[1:], prog_name="crome")
+"""
+
+
 def test_process_killed_right_after_submit_rerun_adopts_the_job(tmp_path):
     src = write_pairs(tmp_path / "pairs.jsonl", n=4)
     out = tmp_path / "batch"
     with FakeBatchServer(responder=responder, polls_to_finish=1) as server:
-        cmd = [sys.executable, "-m", "crome", "build", str(src), "--out", str(out), "--oracle", SPEC["openai"],
-               "--base-url", server.openai_url, "--batch", "--quiet"]
-        env = {**os.environ, EXIT_AFTER_SUBMIT_ENV: "1", "HF_HUB_OFFLINE": "1"}
-        p = subprocess.run(cmd, env=env, capture_output=True, timeout=120)
+        args = ["build", str(src), "--out", str(out), "--oracle", SPEC["openai"], "--base-url", server.openai_url, "--batch", "--quiet"]
+        cmd = [sys.executable, "-c", CRASH_AFTER_SUBMIT, *args]
+        p = subprocess.run(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, timeout=120)
         assert p.returncode == EXIT_AFTER_SUBMIT_CODE, p.stderr.decode()
         assert len(server.created()) == 1  # the provider has the job...
         (job,) = jobs(out)

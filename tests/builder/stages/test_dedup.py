@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import time
 
 import numpy as np
 import pytest
@@ -103,15 +102,11 @@ def test_text_key_order_and_prompt_forms():
     assert d.check("swapped", text_key("P", "second answer", "first answer", ordered=False)).kind == "exact"
 
 
-def test_throughput():
-    texts = [paragraph(s, 400) for s in range(1500)]
+def test_distinct_long_texts_are_not_duplicates():
+    """Many unrelated 400-word texts: no false positive (the speed is in benchmarks/bench_stages.py)."""
+    texts = [paragraph(s, 400) for s in range(300)]
     d = Deduper()
-    t0 = time.perf_counter()
-    dups = sum(d.check(str(k), t).duplicate for k, t in enumerate(texts))
-    rate = len(texts) / (time.perf_counter() - t0)
-    assert dups == 0
-    # ~2,500 items/s for 400-word texts on a free core (50,000 in about 20 s); the floor catches a pathology.
-    assert rate > 300, f"{rate:.0f} items/s"
+    assert sum(d.check(str(k), t).duplicate for k, t in enumerate(texts)) == 0
 
 
 def test_probe_registers_nothing_until_added():

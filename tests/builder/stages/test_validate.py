@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import statistics
-import time
 
 import pytest
 from pydantic import ValidationError
 
-from crome.builder.stages.validate import (
+from crome.builder.stages.checks import (
     CHECKS,
     ValidationConfig,
     edit_stats,
@@ -91,16 +89,14 @@ def test_edit_ratio_floor_and_changed_words():
     assert (ratio, changed) == (1.0, 4)
 
 
-def test_edit_ratio_is_fast_on_long_answers():
+def test_edit_stats_on_long_answers():
+    """50 words replaced and 100 dropped in 2,000 (its speed is in benchmarks/bench_stages.py)."""
     words = [f"word{i % 997}" for i in range(2000)]
     a = " ".join(words)
     b = " ".join(words[:700] + ["changed"] * 50 + words[750:1500] + words[1600:])
-    times = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        edit_stats(a, b)
-        times.append(time.perf_counter() - t0)
-    assert statistics.median(times) < 0.05  # a few ms on a free core
+    ratio, changed = edit_stats(a, b)
+    assert changed == 150
+    assert 0.03 < ratio < 0.1  # far above the 0.03 floor of a real edit, far below a rewrite
 
 
 def test_length_ratio_band():
