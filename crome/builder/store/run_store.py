@@ -1,0 +1,388 @@
+"""The run store: one DuckDB file per run (RUN_DIR/crome.duckdb) holding everything a build derives.
+
+Durability: every write commits before it returns, so a process killed right after
+`record_calls` returns loses nothing (DuckDB replays its write-ahead log on the next open).
+
+One writer: a run is opened for writing by one process at a time (see `lock`). Read-only opens
+(audit) can run side by side while no writer holds the run.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+import crome.builder.store.tables as tables
+from crome.builder.store.calls import (
+    CALL_COLUMNS,
+    CALL_INSERT_BATCH,
+    CALL_INSERT_ROW,
+    CALL_SCHEMA,
+    CALL_SELECT,
+    SMALL_BATCH,
+    CallRecord,
+    call_from_row,
+    call_stats,
+    call_values,
+)
+from crome.builder.store.columns import to_json, utc_now
+from crome.builder.store.errors import RunStoreError
+from crome.builder.store.lock import acquire_lock, open_error, release_lock
+from crome.builder.store.migrations import MIGRATIONS, Migration, apply_migrations, applied_migrations, check_current
+from crome.schemas.rows import DatasetRow, Rejection
+from crome.schemas.source import Quarantined, SourcePair
+
+STORE_FILE = "crome.duckdb"
+
+_FETCH = 1000  # rows per fetch when streaming a table back
+
+
+def _insert_arrow(con: duckdb.DuckDBPyConnection, sql: str, table: pa.Table) -> None:
+    """Run `sql` with `{batch}` naming the arrow table: one statement for the whole batch."""
+    name = f"_batch_{id(table):x}"
+    con.register(name, table)
+    try:
+        con.execute(sql.format(batch=name))
+    finally:
+        con.unregister(name)
+
+
+class RunStore:
+    """The DuckDB run store of one run directory. Open with `RunStore.open(run_dir)`."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, run_dir: Path, read_only: bool, lock_fd: int | None) -> None:
+        self._con = con
+        self.run_dir = run_dir
+        self.read_only = read_only
+        self._lock_fd = lock_fd
+        # DuckDB connections are not safe for concurrent use; the builder's writer is one task,
+        # but a thread pool (batch polling, audit) must not interleave statements.
+        self._mutex = threading.RLock()
+        self._closed = False
+
+    @property
+    def path(self) -> Path:
+        return self.run_dir / STORE_FILE
+
+    # -- opening and closing --
+
+    @classmethod
+    def open(
+        cls, run_dir: str | Path, read_only: bool = False, *, migrations: Sequence[Migration] | None = None
+    ) -> "RunStore":
+        """Open (and for writing, create and migrate) the store of `run_dir`."""
+        run_dir = Path(run_dir)
+        migrations = list(MIGRATIONS if migrations is None else migrations)
+        path = run_dir / STORE_FILE
+        if read_only:
+            return cls._open_read_only(run_dir, path, migrations)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock_fd = acquire_lock(run_dir)
+        try:
+            try:
+                con = duckdb.connect(str(path))
+            except (duckdb.IOException, duckdb.ConnectionException) as e:
+                raise open_error(e, run_dir, path) from e
+            try:
+                apply_migrations(con, migrations, path)
+            except BaseException:
+                con.close()
+                raise
+        except BaseException:
+            release_lock(lock_fd)
+            raise
+        return cls(con, run_dir, False, lock_fd)
+
+    @classmethod
+    def _open_read_only(cls, run_dir: Path, path: Path, migrations: list[Migration]) -> "RunStore":
+        if not path.exists():
+            raise FileNotFoundError(f"no run store at {path}: is {run_dir} the output directory of `crome build`?")
+        try:
+            con = duckdb.connect(str(path), read_only=True)
+        except (duckdb.IOException, duckdb.ConnectionException) as e:
+            raise open_error(e, run_dir, path, reading=True) from e
+        try:
+            check_current(con, migrations, path)
+        except BaseException:
+            con.close()
+            raise
+        return cls(con, run_dir, True, None)
+
+    def close(self) -> None:
+        with self._mutex:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._con.close()
+            finally:
+                release_lock(self._lock_fd)
+                self._lock_fd = None
+
+    def __enter__(self) -> "RunStore":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- plumbing --
+
+    def _write(self) -> None:
+        if self._closed:
+            raise RunStoreError(f"run store {self.path} is closed")
+        if self.read_only:
+            raise RunStoreError(f"run store {self.path} is open read-only")
+
+    def _transaction(self, body: Callable[[duckdb.DuckDBPyConnection], None]) -> None:
+        """Run `body` in one transaction; committed (durably) on return, rolled back on error."""
+        with self._mutex:
+            self._write()
+            con = self._con
+            con.begin()
+            try:
+                body(con)
+                con.commit()
+            except BaseException:
+                con.rollback()
+                raise
+
+    def _query(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple]:
+        with self._mutex:
+            if self._closed:
+                raise RunStoreError(f"run store {self.path} is closed")
+            return self._con.execute(sql, params or []).fetchall()
+
+    def _stream(self, sql: str, params: Sequence[Any] | None = None) -> Iterator[tuple]:
+        """Rows of `sql` in chunks, on their own cursor so the caller may write while iterating."""
+        with self._mutex:
+            if self._closed:
+                raise RunStoreError(f"run store {self.path} is closed")
+            cur = self._con.cursor()
+            cur.execute(sql, params or [])
+        try:
+            while True:
+                with self._mutex:
+                    chunk = cur.fetchmany(_FETCH)
+                if not chunk:
+                    return
+                yield from chunk
+        finally:
+            cur.close()
+
+    # -- sources --
+
+    def _replace_table(self, name: str, records: list[dict[str, Any]], schema: pa.Schema) -> int:
+        """Replace every record of a re-derived table in one transaction."""
+        table = pa.Table.from_pylist(records, schema=schema)
+
+        def body(con: duckdb.DuckDBPyConnection) -> None:
+            con.execute(f"DELETE FROM {name}")
+            if records:
+                _insert_arrow(con, f"INSERT INTO {name} BY NAME SELECT * FROM {{batch}}", table)
+
+        self._transaction(body)
+        return len(records)
+
+    def replace_sources(self, pairs: Iterable[SourcePair]) -> int:
+        """Replace the source pairs with `pairs`, in the order given (a build re-reads its source every run)."""
+        return self._replace_table("source_pairs", tables.source_records(pairs), tables.SOURCE_SCHEMA)
+
+    def replace_quarantined(self, items: Iterable[Quarantined]) -> int:
+        """Replace the quarantined source rows with `items`, in the order given."""
+        return self._replace_table("quarantined", tables.quarantine_records(items), tables.QUARANTINE_SCHEMA)
+
+    def iter_sources(self) -> Iterator[SourcePair]:
+        """Source pairs in the order they were stored (source order)."""
+        for values in self._stream(tables.SOURCE_SELECT):
+            yield tables.source_from_row(values)
+
+    def iter_quarantined(self) -> Iterator[Quarantined]:
+        for values in self._stream(tables.QUARANTINE_SELECT):
+            yield tables.quarantined_from_row(values)
+
+    # -- oracle calls --
+
+    def record_calls(self, records: Iterable[CallRecord]) -> None:
+        """Upsert call records by key in ONE transaction, durable on return; a repeated key: last one wins.
+
+        Re-recording a key replaces the call and keeps only its first `created_at`. It is a
+        delete + insert rather than ON CONFLICT DO UPDATE, which DuckDB runs at half the speed.
+        """
+        records = list(records)
+        if not records:
+            return
+        now = utc_now()
+        by_key = {r.key: r for r in records}
+        keys = list(by_key)
+
+        def body(con: duckdb.DuckDBPyConnection) -> None:
+            if len(keys) == 1:
+                found = con.execute("SELECT key, created_at FROM oracle_calls WHERE key = ?", keys).fetchall()
+            else:
+                found = con.execute(
+                    "SELECT key, created_at FROM oracle_calls WHERE key IN (SELECT unnest(?::VARCHAR[]))", [keys]
+                ).fetchall()
+            created = dict(found)
+            if len(created) == 1:
+                con.execute("DELETE FROM oracle_calls WHERE key = ?", list(created))
+            elif created:
+                con.execute("DELETE FROM oracle_calls WHERE key IN (SELECT unnest(?::VARCHAR[]))", [list(created)])
+            rows = [call_values(r, created.get(r.key, now), now) for r in by_key.values()]
+            if len(rows) < SMALL_BATCH:
+                for row in rows:
+                    con.execute(CALL_INSERT_ROW, row)
+            else:
+                table = pa.Table.from_pylist([dict(zip(CALL_COLUMNS, row)) for row in rows], schema=CALL_SCHEMA)
+                _insert_arrow(con, CALL_INSERT_BATCH, table)
+
+        self._transaction(body)
+
+    def get_calls(self, keys: Iterable[str]) -> dict[str, CallRecord]:
+        """The stored calls among `keys` (missing keys are absent from the result), in one query."""
+        keys = list(dict.fromkeys(keys))
+        if not keys:
+            return {}
+        rows = self._query(
+            f"SELECT {CALL_SELECT} FROM oracle_calls WHERE key IN (SELECT unnest(?::VARCHAR[]))", [keys]
+        )
+        found = {row[0]: call_from_row(row) for row in rows}
+        return {k: found[k] for k in keys if k in found}
+
+    def get_call(self, key: str) -> CallRecord | None:
+        return self.get_calls([key]).get(key)
+
+    def iter_calls(self) -> Iterator[CallRecord]:
+        """Every stored call, by key (merging shards copies a run's cache this way)."""
+        for row in self._stream(f"SELECT {CALL_SELECT} FROM oracle_calls ORDER BY key"):
+            yield call_from_row(row)
+
+    def token_totals(self) -> list[dict[str, Any]]:
+        """Calls and tokens per (provider, model, batch or online): what a cost report prices."""
+        rows = self._query(
+            """SELECT provider, model, batch_job_id IS NOT NULL AS batch, count(*), sum(input_tokens), sum(output_tokens)
+               FROM oracle_calls GROUP BY ALL ORDER BY ALL"""
+        )
+        return [
+            {"provider": p, "model": m, "batch": bool(b), "calls": n, "input_tokens": int(i), "output_tokens": int(o)}
+            for p, m, b, n, i, o in rows
+        ]
+
+    def call_stats(self, since: datetime | None = None) -> dict[str, Any]:
+        """Call totals by status and task, failures and token sums; `since` (UTC) counts only calls recorded after it."""
+        where, params = "", []
+        if since is not None:
+            if since.tzinfo is not None:
+                since = since.astimezone(timezone.utc).replace(tzinfo=None)
+            where, params = "WHERE updated_at >= ?", [since]
+        rows = self._query(
+            f"""SELECT task, status, count(*), sum(input_tokens), sum(output_tokens), sum(latency_s)
+                FROM oracle_calls {where} GROUP BY task, status ORDER BY task, status""",
+            params,
+        )
+        return call_stats(rows)
+
+    # -- artifacts and meta --
+
+    def put_artifacts(self, kind: str, items: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> int:
+        """Upsert several artifacts of one kind in one transaction; values are JSON (pydantic models allowed)."""
+        pairs = dict(items.items() if isinstance(items, Mapping) else items)
+        if not pairs:
+            return 0
+        table = tables.artifact_table(kind, pairs, utc_now())
+        sql = (
+            "INSERT INTO artifacts BY NAME SELECT * FROM {batch} "
+            "ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
+        )
+        self._transaction(lambda con: _insert_arrow(con, sql, table))
+        return len(pairs)
+
+    def put_artifact(self, kind: str, key: str, value: Any) -> None:
+        self.put_artifacts(kind, {key: value})
+
+    def iter_artifacts(self, kind: str) -> Iterator[tuple[str, Any]]:
+        """(key, value) of every artifact of `kind`, by key."""
+        for key, value in self._stream("SELECT key, value FROM artifacts WHERE kind = ? ORDER BY key", [kind]):
+            yield key, json.loads(value)
+
+    def get_artifacts(self, kind: str, keys: Iterable[str]) -> dict[str, Any]:
+        """The artifacts of `kind` among `keys` (missing keys are absent), in one query."""
+        keys = list(dict.fromkeys(keys))
+        if not keys:
+            return {}
+        rows = self._query("SELECT key, value FROM artifacts WHERE kind = ? AND key IN (SELECT unnest(?::VARCHAR[]))", [kind, keys])
+        return {key: json.loads(value) for key, value in rows}
+
+    def delete_artifacts(self, kind: str, keys: Iterable[str]) -> None:
+        keys = list(dict.fromkeys(keys))
+        if keys:
+            self._transaction(
+                lambda con: con.execute("DELETE FROM artifacts WHERE kind = ? AND key IN (SELECT unnest(?::VARCHAR[]))", [kind, keys])
+            )
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self._transaction(
+            lambda con: con.execute(
+                "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value", [key, to_json(value)]
+            )
+        )
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        rows = self._query("SELECT value FROM meta WHERE key = ?", [key])
+        return json.loads(rows[0][0]) if rows else default
+
+    # -- rows and rejections (re-derived by every build) --
+
+    def replace_rows(self, rows: Iterable[DatasetRow]) -> int:
+        """Replace all dataset rows with `rows`, kept in the order given; ids must be unique.
+
+        Inserted a chunk at a time inside one transaction: a JSON copy of every row at once would
+        double the peak memory of a large build. The store never reads them back: they are kept for SQL
+        on the run file (`SELECT data FROM rows ORDER BY ord`).
+        """
+        seen: dict[str, int] = {}
+        count = 0
+        insert = "INSERT INTO rows BY NAME SELECT * FROM {batch}"
+
+        def body(con: duckdb.DuckDBPyConnection) -> None:
+            nonlocal count
+            con.execute("DELETE FROM rows")
+            chunk: list[DatasetRow] = []
+            for row in rows:
+                chunk.append(row)
+                if len(chunk) == tables.INSERT_CHUNK:
+                    _insert_arrow(con, insert, tables.row_table(chunk, count, seen))
+                    count += len(chunk)
+                    chunk = []
+            if chunk:
+                _insert_arrow(con, insert, tables.row_table(chunk, count, seen))
+                count += len(chunk)
+
+        self._transaction(body)
+        return count
+
+    def replace_rejections(self, items: Iterable[Rejection]) -> int:
+        """Replace all rejections with `items`, kept in the order given."""
+        return self._replace_table("rejections", tables.rejection_records(items), tables.REJECTION_SCHEMA)
+
+    def iter_rejections(self) -> Iterator[Rejection]:
+        for values in self._stream(tables.REJECTION_SELECT):
+            yield tables.rejection_from_row(values)
+
+    # -- overview --
+
+    def counts(self) -> dict[str, int]:
+        """Number of records in each table."""
+        names = ("source_pairs", "quarantined", "oracle_calls", "artifacts", "rows", "rejections", "meta")
+        sql = " UNION ALL ".join(f"SELECT '{t}', count(*) FROM {t}" for t in names)
+        return {t: n for t, n in self._query(sql)}
+
+    def applied_migrations(self) -> list[str]:
+        with self._mutex:
+            return applied_migrations(self._con)
