@@ -114,7 +114,8 @@ def _trainer(name: str, cfg: dict, pairs: list, tokenizer, model_dir: str, opts,
         return RewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer, callbacks=callbacks)
 
     from crome.train.data import PairCollator
-    from crome.train.trainer import CromeConfig, CromeRewardTrainer
+    from crome.train.config import CromeConfig
+    from crome.train.trainer import CromeRewardTrainer
 
     prefs = [0.5 if cfg["ties"] and i % 2 else 1.0 for i in range(len(pairs))]
     ds = datasets.Dataset.from_dict(

@@ -221,7 +221,7 @@ def cue_stats(run_dir: Path) -> dict[str, dict[str, int]]:
 
 def eval_suites(sizes: Sizes) -> dict[str, list[Any]]:
     """The evaluation pairs, drawn once (EVAL_SEED) so every model sees the same ones."""
-    from crome.train.evaluate import EvalPair, load_eval_pairs
+    from crome.train.pairs import EvalPair, load_eval_pairs
 
     rng = random.Random(EVAL_SEED)
     rows = [r for r in read_jsonl(UF / "eval_clean.jsonl") if r["chosen"].strip() != r["rejected"].strip()]
@@ -281,7 +281,8 @@ def build_runs(seed: int, sources: list[dict[str, Any]], work: Path, runs: list[
 
 
 def train_model(dataset: Path, out: Path, *, kinds: list[str] | None, seed: int, sizes: Sizes, model_dir: str) -> dict[str, Any]:
-    from crome.train.trainer import CONFIG_FILE, CromeConfig, train
+    from crome.train.config import CromeConfig
+    from crome.train.trainer import CONFIG_FILE, train
 
     config = CromeConfig(
         output_dir=str(out), model_name_or_path=model_dir, dataset=str(dataset), kinds=kinds,

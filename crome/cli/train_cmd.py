@@ -24,7 +24,7 @@ def _config_from_cli(base: dict[str, Any], extra: list[str]) -> Any:
     """CromeConfig from our options plus any TrainingArguments flags (`--deepspeed ds.json`, `--fsdp ...`)."""
     from transformers import HfArgumentParser
 
-    from crome.train.trainer import CromeConfig
+    from crome.train.config import CromeConfig
 
     argv: list[str] = []
     for key, value in base.items():

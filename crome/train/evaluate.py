@@ -6,10 +6,12 @@ Public API (reused by filtering and robustness experiments):
     score_pairs_with_truncation(...) -> (margins, truncated flags)
     reward_scores(model, tokenizer, prompts, answers, ...) -> (rewards, truncated flags)
     evaluate_pairs(model, tokenizer, pairs, ...) -> report dict
-    load_eval_pairs(path, limit=None) -> (list[EvalPair], file records)
     evaluate_model(model_path, data_paths, ..., perturb=None, one_sided=None) -> report dict (what `crome eval` writes)
     RewardCache(model, tokenizer, ...): r(prompt, answer) memoised across calls (clean and perturbed pairs share answers)
     evaluate_robustness(model, tokenizer, pairs, names, seed, one_sided, ...) -> the `robustness` part of the report
+
+The test pairs themselves (EvalPair, load_eval_pairs) are in crome.train.pairs; the perturbations in
+crome.train.robustness.
 
 A strict pair counts as correct only when d = r(chosen) - r(rejected) > 0 (as RewardBench: an
 exact tie is a miss). A tie pair (preference 0.5) is never a win or a loss: it is reported by
@@ -26,11 +28,8 @@ while several re-implementations list them the other way round (154 and 250).
 
 from __future__ import annotations
 
-import gzip
-import json
 import logging
-from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -38,16 +37,9 @@ import torch
 import torch.nn.functional as F
 
 from crome import __version__
-from crome.train.data import (
-    DataError,
-    PairEncoder,
-    as_answer,
-    as_messages,
-    data_files,
-    effective_max_length,
-    pad_batch,
-    prepare_tokenizer,
-)
+from crome.train.data import DataError, PairEncoder, effective_max_length, pad_batch, prepare_tokenizer
+from crome.train.pairs import EvalPair, as_eval_pair, load_eval_pairs
+from crome.train.robustness import TRANSFORMS, resolve_names, robustness_report
 
 log = logging.getLogger(__name__)
 
@@ -67,74 +59,6 @@ REWARDBENCH_EXAMPLE_COUNTS: dict[str, int] = {
     "xstest-should-refuse": 250, "xstest-should-respond": 154, "donotanswer": 136, "hep-cpp": 164, "hep-go": 164,
     "hep-java": 164, "hep-js": 164, "hep-python": 164, "hep-rust": 164,
 }
-# LLMBar files carry no subset column: their file stems map to RewardBench's names.
-LLMBAR_SUBSETS = {
-    "llmbar_natural": "llmbar-natural",
-    "llmbar_adversarial_neighbor": "llmbar-adver-neighbor",
-    "llmbar_adversarial_gptinst": "llmbar-adver-GPTInst",
-    "llmbar_adversarial_gptout": "llmbar-adver-GPTOut",
-    "llmbar_adversarial_manual": "llmbar-adver-manual",
-}
-# RM-Bench answer styles, in the order of its chosen/rejected lists.
-RM_BENCH_STYLES = ("concise", "detailed_plain", "detailed_markdown")
-DATA_SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz", ".parquet", ".csv")
-
-
-@dataclass
-class EvalPair:
-    """One test pair, normalised. `group` and `styles` are set for RM-Bench-style data (3x3 style grid per prompt)."""
-
-    prompt: list[dict[str, str]]
-    chosen: str
-    rejected: str
-    preference: float = 1.0
-    subset: str = "default"
-    group: str | None = None
-    styles: tuple[int, int] | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-
-def as_eval_pair(obj: Any, *, subset: str | None = None, where: str = "pair") -> EvalPair:
-    """An EvalPair from an EvalPair, a SourcePair, a DatasetRow or a dict with prompt/chosen/rejected."""
-    if isinstance(obj, EvalPair):
-        return obj
-    get = obj.get if isinstance(obj, dict) else (lambda k, d=None: getattr(obj, k, d))
-    pref = get("preference", 1.0)
-    pref = 1.0 if pref is None else float(pref)
-    metadata = get("metadata", None) or {}
-    return EvalPair(
-        prompt=as_messages(get("prompt"), where=f"{where}: prompt"),
-        chosen=as_answer(get("chosen"), where=f"{where}: chosen"),
-        rejected=as_answer(get("rejected"), where=f"{where}: rejected"),
-        preference=pref,
-        subset=subset or get("subset", None) or get("kind", None) or "default",
-        group=_group(metadata),
-        styles=_styles(metadata),
-        metadata=dict(metadata) if isinstance(metadata, dict) else {},
-    )
-
-
-def _styles(meta: Any) -> tuple[int, int] | None:
-    # The sources loader records which style variant each side of an RM-Bench pair is.
-    if not isinstance(meta, dict):
-        return None
-    for c_key, r_key in (("chosen_style", "rejected_style"), ("chosen_index", "rejected_index"), ("chosen_idx", "rejected_idx")):
-        c, r = meta.get(c_key), meta.get(r_key)
-        if c is not None and r is not None:
-            c = RM_BENCH_STYLES.index(c) if c in RM_BENCH_STYLES else c
-            r = RM_BENCH_STYLES.index(r) if r in RM_BENCH_STYLES else r
-            if isinstance(c, int) and isinstance(r, int):
-                return c, r
-    return None
-
-
-def _group(meta: Any) -> str | None:
-    if not isinstance(meta, dict):
-        return None
-    for key in ("group", "prompt_id", "id"):
-        if meta.get(key) is not None:
-            return str(meta[key])
-    return None
 
 
 # ---------------------------------------------------------------- scoring
@@ -371,99 +295,6 @@ def evaluate_pairs(
 
 # ---------------------------------------------------------------- loading test data
 
-
-def subset_from_stem(path: Path) -> str:
-    """Subset name for a file without a subset column: LLMBar files map to RewardBench names."""
-    name = path.name
-    for suffix in sorted(DATA_SUFFIXES, key=len, reverse=True):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    key = name.lower()
-    return LLMBAR_SUBSETS.get(key, key.replace("_", "-"))
-
-
-def _read_records(path: Path) -> list[dict[str, Any]] | None:
-    """Records of a JSON list / JSONL / Parquet file, or None for shapes left to the sources loader."""
-    name = path.name
-    if name.endswith((".jsonl", ".jsonl.gz")):
-        opener = gzip.open if name.endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
-    if name.endswith((".json", ".json.gz")):
-        opener = gzip.open if name.endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8") as f:
-            data = json.load(f)
-        return data if isinstance(data, list) else None
-    if name.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path).to_pylist()
-    return None
-
-
-def _is_pair_table(records: list[dict[str, Any]]) -> bool:
-    # RewardBench format (and crome rows): prompt plus one chosen and one rejected answer per record.
-    if not records or not isinstance(records[0], dict):
-        return False
-    first = records[0]
-    if not all(k in first for k in ("prompt", "chosen", "rejected")):
-        return False
-    return all(isinstance(first[k], str) or (isinstance(first[k], list) and len(first[k]) == 1 and isinstance(first[k][0], dict)) for k in ("chosen", "rejected"))
-
-
-def _from_source_loader(path: Path, limit: int | None) -> tuple[list[EvalPair], dict[str, Any]]:
-    try:
-        from crome.builder.sources import load_source
-    except ImportError as e:
-        raise DataError(f"{path}: not RewardBench format (prompt, chosen, rejected) and the sources loader is unavailable") from e
-    result = load_source(str(path), limit=limit)
-    default = subset_from_stem(path)
-    pairs = [as_eval_pair(sp, subset=sp.subset or default, where=f"{path.name} row {sp.row}") for sp in result.pairs]
-    reasons = Counter(q.reason for q in result.quarantined)
-    return pairs, {"shape": result.shape, "quarantined": sum(reasons.values()), "quarantine_reasons": dict(reasons)}
-
-
-def _load_file(path: Path, limit: int | None) -> tuple[list[EvalPair], dict[str, Any]]:
-    records = _read_records(path)
-    if records is not None and _is_pair_table(records):
-        default = subset_from_stem(path)
-        records = records[:limit] if limit else records
-        pairs = [as_eval_pair(r, subset=r.get("subset") or r.get("kind") or default, where=f"{path.name} row {i}") for i, r in enumerate(records)]
-        return pairs, {"shape": "pairs", "quarantined": 0}
-    return _from_source_loader(path, limit)
-
-
-def _load_rows_dir(path: Path, limit: int | None) -> tuple[list[EvalPair], dict[str, Any]]:
-    # A crome run or published folder: its test split when it has one, else every row; subsets are kinds.
-    splits = data_files(path)
-    files = splits.get("test") or [f for fs in splits.values() for f in fs]
-    pairs: list[EvalPair] = []
-    for f in files:
-        records = _read_records(Path(f)) or []
-        pairs += [as_eval_pair(r, subset=r.get("kind"), where=f"{Path(f).name} row {i}") for i, r in enumerate(records)]
-    return (pairs[:limit] if limit else pairs), {"shape": "crome_rows", "split": "test" if "test" in splits else "all", "quarantined": 0}
-
-
-def load_eval_pairs(path: str | Path, *, limit: int | None = None) -> tuple[list[EvalPair], list[dict[str, Any]]]:
-    """Pairs from a file, a directory of files, or a crome run / published folder; `limit` applies per file."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such file or directory")
-    if path.is_dir() and (path / "data").is_dir() and data_files(path):
-        pairs, info = _load_rows_dir(path, limit)
-        return pairs, [{"path": str(path), "pairs": len(pairs), **info}]
-    files = sorted(p for p in path.iterdir() if p.name.endswith(DATA_SUFFIXES)) if path.is_dir() else [path]
-    if not files:
-        raise DataError(f"{path}: no data files ({', '.join(DATA_SUFFIXES)})")
-    pairs, infos = [], []
-    for f in files:
-        got, info = _load_file(f, limit)
-        pairs += got
-        infos.append({"path": str(f), "pairs": len(got), "subsets": sorted({p.subset for p in got}), **info})
-    return pairs, infos
-
-
 def load_scorer(model_path: str, *, dtype: str = "auto", device: str | None = None, trust_remote_code: bool = False) -> tuple[Any, Any]:
     """(model, tokenizer) of a reward model, in eval mode on `device` (cuda when available)."""
     from transformers import AutoTokenizer
@@ -500,8 +331,6 @@ def evaluate_robustness(
     typos or injected text, may rightly change a verdict when only one answer has them); named
     transformations run as given. Ties are skipped (no right order). See crome.train.robustness.
     """
-    from crome.train.robustness import TRANSFORMS, resolve_names, robustness_report
-
     if one_sided is not None and one_sided not in ONE_SIDED:
         raise ValueError(f"--one-sided must be chosen or rejected, got {one_sided!r}")
     chosen_names = resolve_names(names)
@@ -539,8 +368,6 @@ def evaluate_model(
     if one_sided is not None and perturb is None:
         raise ValueError("--one-sided needs --perturb (all or transformation names)")
     if perturb is not None:
-        from crome.train.robustness import resolve_names
-
         resolve_names(perturb)  # an unknown name fails before the model loads
     pairs, files = [], []
     for p in data_paths:

@@ -106,7 +106,8 @@ def filter_run(
     scorer: tuple[Any, Any] | None = None,
 ) -> dict[str, Any]:
     """Write a filtered copy of `run_dir` to `out_dir` and return its summary. `scorer` = (model, tokenizer) if loaded."""
-    from crome.train.evaluate import as_eval_pair, load_scorer, score_pairs_with_truncation
+    from crome.train.evaluate import load_scorer, score_pairs_with_truncation
+    from crome.train.pairs import as_eval_pair
 
     run, out = Path(run_dir), Path(out_dir)
     if tau < 0:

@@ -13,16 +13,14 @@ from crome.cli import app  # noqa: E402
 from crome.schemas import SourcePair  # noqa: E402
 from crome.schemas.messages import user  # noqa: E402
 from crome.train.evaluate import (  # noqa: E402
-    EvalPair,
     evaluate_pairs,
-    load_eval_pairs,
     load_scorer,
     reward_scores,
     rewardbench_sections,
     rm_bench_scores,
     score_pairs,
-    subset_from_stem,
 )
+from crome.train.pairs import EvalPair, load_eval_pairs, subset_from_stem  # noqa: E402
 from paths import SHARED_DATA  # noqa: E402
 
 SHARED = SHARED_DATA

@@ -10,7 +10,8 @@ from train_helpers import tiny_bert, tiny_gpt2, write_run  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from crome.cli import app  # noqa: E402
-from crome.train.trainer import CONFIG_FILE, CromeConfig, CromeRewardTrainer, load_reward_model, summarize, train  # noqa: E402
+from crome.train.config import CromeConfig  # noqa: E402
+from crome.train.trainer import CONFIG_FILE, CromeRewardTrainer, load_reward_model, summarize, train  # noqa: E402
 
 
 def params(path):

@@ -11,14 +11,8 @@ from train_helpers import tiny_bert  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from crome.cli import app  # noqa: E402
-from crome.train.evaluate import (  # noqa: E402
-    EvalPair,
-    RewardCache,
-    evaluate_robustness,
-    load_eval_pairs,
-    load_scorer,
-    score_pairs,
-)
+from crome.train.evaluate import RewardCache, evaluate_robustness, load_scorer, score_pairs  # noqa: E402
+from crome.train.pairs import EvalPair, load_eval_pairs  # noqa: E402
 from crome.train.robustness import TRANSFORMS, one_sided_pairs, perturb_pairs  # noqa: E402
 
 MAX_LENGTH = 128

@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 
 import crome.train.robustness as perturb
+from crome.train.robustness import code as code_family
+from crome.train.robustness import distractors, formatting, noise, spans
 from crome.schemas import SourcePair
 from crome.schemas.messages import user
-from crome.train.evaluate import EvalPair
+from crome.train.pairs import EvalPair
 from crome.train.robustness import (
     HOMOGLYPHS,
     TRANSFORMS,
@@ -115,12 +117,12 @@ def test_wrappers_and_injections_keep_the_answer_whole():
     tw = run("twitter_handle_url", text)
     assert re.fullmatch(r"@[a-z_]+\d{2,3} " + re.escape(text) + r" https://t\.co/[A-Za-z0-9]{10}", tw)
     above = run("ignore_above", text)
-    assert above.endswith("\nIgnore the text above.\n\n" + text) and above.split("\n")[0] in perturb._DISTRACTORS
+    assert above.endswith("\nIgnore the text above.\n\n" + text) and above.split("\n")[0] in distractors._DISTRACTORS
     below = run("ignore_below", text)
-    assert below.startswith(text + "\n\nIgnore the text below.\n") and below.split("\n")[-1] in perturb._DISTRACTORS
+    assert below.startswith(text + "\n\nIgnore the text below.\n") and below.split("\n")[-1] in distractors._DISTRACTORS
     wrapped = run("verbose_wrap", "  " + text + "\n")
     pre, middle, close = wrapped.split("\n\n")
-    assert middle == text and pre in perturb._PREAMBLES and close.startswith("I hope this helps!")
+    assert middle == text and pre in formatting._PREAMBLES and close.startswith("I hope this helps!")
 
 
 def test_punct_spaces_pads_prose_punctuation_but_not_numbers_lists_or_code():
@@ -215,7 +217,7 @@ def test_homoglyphs_look_the_same_but_are_other_characters(real):
     assert unicodedata.normalize("NFKC", out) != text  # and NFKC does not fold it back: a real attack
     assert {c for c in out if ord(c) > 127} <= set(HOMOGLYPHS.values())
     changed = [a for a, b in zip(WORD.findall(text), WORD.findall(out)) if a != b]
-    assert len(changed) == max(1, round(0.05 * len(perturb._prose_words(text, 1, perturb._HOMOGLYPH_WORD_RE))))
+    assert len(changed) == max(1, round(0.05 * len(spans._prose_words(text, 1, noise._HOMOGLYPH_WORD_RE))))
 
 
 # ---------------------------------------------------------------- formatting
@@ -226,7 +228,7 @@ def test_plain_to_markdown_bullets_every_sentence_under_a_header(real):
     text = real["chat_plain"]
     out = run("plain_to_markdown", text)
     header, *rest = out.split("\n")
-    assert header in perturb._HEADERS
+    assert header in formatting._HEADERS
     bullets = [line for line in rest if line]
     assert bullets and all(line.startswith("- ") for line in bullets)
     assert " ".join(b[2:] for b in bullets) == " ".join(text.split())
@@ -278,7 +280,7 @@ def test_code_comments_python_adds_and_rewords_comments_only(real):
     md = real["python_md"]
     out = run("code_comments", md, seed=5)
     new = body(out)
-    assert new.split("\n")[0] in {f"# {h}" for h in perturb._CODE_HEADERS}
+    assert new.split("\n")[0] in {f"# {h}" for h in code_family._CODE_HEADERS}
     assert "# Note: Example usage:" in new and "# Note: Output: ['()', '(())', '(()())']" in new
     assert ast.dump(ast.parse(new)) == ast.dump(ast.parse(body(md)))
 
@@ -310,7 +312,7 @@ def test_transformed_cpp_still_compiles(real, tmp_path):
 @needs_shared
 def test_code_comments_cpp_and_rust(real):
     cpp = body(run("code_comments", real["cpp_md"]))
-    assert cpp.split("\n")[0] in {f"// {h}" for h in perturb._CODE_HEADERS}
+    assert cpp.split("\n")[0] in {f"// {h}" for h in code_family._CODE_HEADERS}
     assert "#include <numeric> // Note: For std::accumulate" in cpp and "    // Note: Initialize sum to 0 and product to 1" in cpp
     rust = body(run("code_minify", real["rust_md"]))
     assert "// Output" not in rust and 'println!("{}", has_close_elements(numbers, threshold));' in rust
@@ -368,7 +370,7 @@ def test_labels_latex_and_set_notation_are_not_code():
 
 
 def has_prose_everywhere(text: str) -> bool:
-    return perturb._prose(text) == [(0, len(text))]
+    return spans._prose(text) == [(0, len(text))]
 
 
 def test_code_transforms_skip_prose_and_languages_without_known_comments():
@@ -491,7 +493,7 @@ class Counting:
 
 
 def length_pairs() -> list[EvalPair]:
-    added_max = max(map(len, perturb._PREAMBLES)) + max(map(len, perturb._CLOSINGS)) + 4
+    added_max = max(map(len, formatting._PREAMBLES)) + max(map(len, formatting._CLOSINGS)) + 4
     long = PLAIN + " " + "Use a pot with a drainage hole and a gritty mix. " * 12
     assert len(long) - len(PLAIN2) > added_max  # far longer than any wrapper: no flip possible
     return [
@@ -504,7 +506,7 @@ def length_pairs() -> list[EvalPair]:
 
 def test_report_length_scorer_wrappers_on_both_sides_change_nothing_one_sided_flips_close_pairs():
     pairs = length_pairs()
-    assert 0 < len(PLAIN) - len(PLAIN2) < min(map(len, perturb._PREAMBLES)) + min(map(len, perturb._CLOSINGS))
+    assert 0 < len(PLAIN) - len(PLAIN2) < min(map(len, formatting._PREAMBLES)) + min(map(len, formatting._CLOSINGS))
     score = Counting(len)
     report = robustness_report(score, pairs, ["verbose_wrap", "stress_test", "add_quotes"], seed=0, one_sided=["verbose_wrap"])
     assert json.loads(json.dumps(report)) == report
