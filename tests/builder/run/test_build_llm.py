@@ -51,7 +51,9 @@ def responder(record: RequestRecord):
 
 @pytest.fixture
 def server():
-    with FakeLLMServer(responder=responder, slow_s=1.5, retry_after="0.01") as s:
+    # A "slow" answer comes 2 s after the client's 1 s timeout: an event loop stalled by a loaded
+    # machine for less than that still times it out (at 0.5 s past, a stall let one through).
+    with FakeLLMServer(responder=responder, slow_s=3.0, retry_after="0.01") as s:
         yield s
 
 
