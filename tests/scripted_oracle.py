@@ -38,7 +38,8 @@ def default_verify(req: OracleRequest) -> OracleResponse:
 
 class ScriptedOracle:
     provider: ClassVar[str] = "scripted"
-    capabilities: ClassVar[Capabilities] = Capabilities()
+    # Like an LLM it reads the rendered request, except that its ratings follow the side (not in the text).
+    capabilities: ClassVar[Capabilities] = Capabilities(context_keys=frozenset({"side"}))
 
     def __init__(self, model: str = "m", **handlers: Callable[[OracleRequest], OracleResponse]):
         self.model = model

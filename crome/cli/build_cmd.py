@@ -3,8 +3,11 @@
 Also `crome status RUN_DIR` (where a run stands: counts, calls, spend, batch jobs) and `crome merge`
 (shards built with --shard i/N combined into the unsharded result).
 
-Exit codes of `crome build`: 0 complete, 2 bad input, 3 oracle error, 4 stopped (budget or
-failures; re-run to resume), 5 batch jobs in flight (re-run later to collect them).
+Exit codes of `crome build`: 0 complete, 1 internal errors (every pair, or more than
+--max-failures, raised: a bug; the first traceback is printed) or a run store that cannot write,
+2 bad input, 3 oracle error, 4 stopped (budget or failures; re-run to resume), 5 batch jobs in
+flight (re-run later to collect them), 130 interrupted (Ctrl-C or SIGTERM: the calls in flight
+were recorded; re-run to resume).
 """
 
 from __future__ import annotations
@@ -56,12 +59,19 @@ def print_summary(summary: dict, console: Console) -> None:
     t.add_row("rejections", f"{c['rejections']}")
     for stage, reasons in c["rejections_by_stage"].items():
         t.add_row(f"  {stage}", str(reasons))
+    if c.get("internal_errors"):
+        t.add_row("internal errors", f"{c['internal_errors']} pair(s); first: {summary.get('first_internal_error')}")
     calls = summary["oracle_calls"]
-    t.add_row("oracle calls", f"{calls['total']} (cached {calls['cached']}, new {calls['new']}, failed {calls['failed']})")
+    shared = f", shared in flight {calls['shared']}" if calls.get("shared") else ""
+    sent = f"; {calls['requests']} requests sent" if calls.get("requests") else ""
+    t.add_row("oracle calls", f"{calls['total']} (cached {calls['cached']}{shared}, new {calls['new']}, failed {calls['failed']}{sent})")
     tok = summary["tokens"]
-    t.add_row("tokens", f"in {tok['input']:,} / out {tok['output']:,}")
+    t.add_row("tokens billed", f"in {tok['input']:,} / out {tok['output']:,}")
     cost = summary.get("cost_usd")
-    t.add_row("estimated cost", "unknown model price" if cost is None else f"${cost:.4f}")
+    t.add_row("billed this run", "unknown model price" if cost is None else f"${cost:.4f}")
+    money = summary.get("spend")
+    if money and money.get("requests"):
+        t.add_row("all runs", _spend_line(money))
     batch = summary.get("batch")
     if batch:
         live, done = batch["in_flight"], batch["ingested"]
@@ -74,6 +84,19 @@ def print_summary(summary: dict, console: Console) -> None:
     t.add_row("accounting", f"{acc['with_rows']} pairs with rows + {acc['only_rejections']} only rejected + {acc['pending']} pending = {acc['source_pairs']} source pairs (+ {acc['quarantined']} quarantined); balanced={acc['balanced']}")
     t.add_row("time", f"{summary.get('seconds', 0)} s")
     console.print(t)
+
+
+def _spend_line(m: dict[str, Any]) -> str:
+    """Billed (every request sent) and what the kept answers cost, from `crome.builder.run.status.spend`."""
+    kept = m["kept"]
+    if m["cost_usd"] is None:
+        money = "unknown model price"
+    else:
+        money = (f"billed ${m['cost_usd']:.4f} (batch ${m['batch_cost_usd']:.4f}, online ${m['online_cost_usd']:.4f}); "
+                 f"the {kept['calls']:,} kept answers cost ${kept['cost_usd']:.4f}")
+    unanswered = f", {m['unanswered_requests']:,} got no answer" if m.get("unanswered_requests") else ""
+    return (f"{m['requests']:,} requests sent{unanswered}; tokens billed in {m['input_tokens']:,} / out {m['output_tokens']:,}; "
+            f"{money}")
 
 
 def print_estimate(summary: dict[str, Any], console: Console) -> None:
@@ -155,6 +178,9 @@ def register(app: typer.Typer) -> None:
 
         columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[calls]}"),
                    TimeElapsedColumn(), TimeRemainingColumn()]
+        from crome.builder.run.generate import StoreWriteError
+        from crome.builder.run.pipeline import BuildInterrupted
+
         with Progress(*columns, console=err, disable=quiet, transient=False) as bar:
             task = bar.add_task("pairs", total=None, calls="")
 
@@ -162,7 +188,8 @@ def register(app: typer.Typer) -> None:
                 cost = f" ${stats['cost_usd']:.4f}" if stats.get("cost_usd") else ""
                 bar.update(task, advance=1, calls=f"calls {stats['new']} new / {stats['cached']} cached / {stats['failed']} failed{cost}")
 
-            hooks = Hooks(start=lambda n: bar.update(task, total=n), advance=advance, stage=lambda s: bar.update(task, description=s))
+            hooks = Hooks(start=lambda n: bar.update(task, total=n), advance=advance, stage=lambda s: bar.update(task, description=s),
+                          notice=lambda m: err.print(f"[yellow]{m}[/]"))
             try:
                 result = build(cfg, hooks)
             except (SourceError, RunInUseError, ValueError) as exc:
@@ -171,6 +198,16 @@ def register(app: typer.Typer) -> None:
             except SystematicOracleError as exc:
                 err.print(f"[red]oracle error, run stopped:[/] {exc}")
                 raise typer.Exit(3) from None
+            except StoreWriteError as exc:
+                err.print(f"[red]error:[/] {exc}")
+                raise typer.Exit(1) from None
+            except BuildInterrupted as exc:
+                err.print(f"[yellow]{exc}[/]")
+                raise typer.Exit(130) from None
+            except KeyboardInterrupt:
+                err.print("[yellow]interrupted again: exited at once; answers still in flight were not recorded "
+                          "(a re-run sends them again). Re-run the same command to resume.[/]")
+                raise typer.Exit(130) from None
         if result.stopped == "dry_run":
             print_estimate(result.summary, err)
             return
@@ -179,6 +216,10 @@ def register(app: typer.Typer) -> None:
             err.print(f"[yellow]batch job(s) in flight: re-run the same command later to collect them and go on "
                       f"(or add --wait); `crome status {out}` shows them[/]")
             raise typer.Exit(5)
+        if result.stopped == "internal_errors":
+            err.print(f"[red]run stopped: {result.summary['counts']['internal_errors']} pair(s) failed with an internal error "
+                      f"(a bug; the first traceback is above): {result.summary.get('first_internal_error')}[/]")
+            raise typer.Exit(1)
         if result.stopped:
             err.print(f"[yellow]run stopped ({result.stopped}); re-run the same command to resume[/]")
             raise typer.Exit(4)
@@ -224,7 +265,7 @@ def register(app: typer.Typer) -> None:
             print_summary(result.summary, err)
             totals = result.summary["shards"]["totals"]
             cost = "unknown model price" if totals["cost_usd"] is None else f"${totals['cost_usd']:.4f}"
-            err.print(f"merged {result.summary['shards']['count']} shards: {totals['calls']} oracle calls, spent {cost} in the shards")
+            err.print(f"merged {result.summary['shards']['count']} shards: {totals['requests']} oracle requests, billed {cost} in the shards")
 
 
 def print_status(report: dict, console: Console) -> None:
@@ -236,10 +277,7 @@ def print_status(report: dict, console: Console) -> None:
         t.add_row("rows", f"{c['rows']}, rejections {c['rejections']}")
     calls = report["calls"]
     t.add_row("oracle calls", f"{calls['total']} recorded, {calls['failed']} failed {calls['by_status']}")
-    m = report["spend"]
-    cost = "unknown model price" if m["cost_usd"] is None else f"${m['cost_usd']:.4f}"
-    detail = "" if m["cost_usd"] is None else f" (batch ${m['batch_cost_usd']:.4f}, online ${m['online_cost_usd']:.4f})"
-    t.add_row("spend", f"tokens in {m['input_tokens']:,} / out {m['output_tokens']:,}; {cost}{detail}")
+    t.add_row("spend", _spend_line(report["spend"]))
     b = report["batch"]
     if b["jobs"]:
         t.add_row("batch", f"{b['in_flight']['jobs']} job(s) in flight ({b['in_flight']['items']} requests, "
@@ -259,5 +297,5 @@ def print_status(report: dict, console: Console) -> None:
         console.print(jobs)
     if report.get("shards"):
         s = report["shards"]["totals"]
-        console.print(f"merged from {report['shards']['count']} shards: {s['calls']} calls, "
+        console.print(f"merged from {report['shards']['count']} shards: {s['requests']} requests, "
                       + ("unknown cost" if s["cost_usd"] is None else f"${s['cost_usd']:.4f}") + " spent in the shards")

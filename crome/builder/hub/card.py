@@ -308,15 +308,22 @@ def card_body(inp: CardInputs) -> str:
     spent = s.get("spend") or {}
     tokens = {"input": spent["input_tokens"], "output": spent["output_tokens"]} if spent else (s.get("tokens") or {})
     cost = spent.get("cost_usd") if spent else s.get("cost_usd")
+    kept = (spent.get("kept") or {}).get("cost_usd")
+
+    def usd(x: Any) -> str:
+        return f"{x:.4f}" if isinstance(x, (int, float)) else "unknown"
+
     add("## Oracle usage\n")
     add(_table(
-        ["oracle calls", "replayed from cache", "new", "failed", "input tokens", "output tokens", "cost (USD)"],
+        ["oracle calls", "replayed from cache", "new", "failed", "requests billed", "input tokens billed", "output tokens billed",
+         "billed (USD)", "kept answers (USD)"],
         [[_fmt_int(calls.get("total", 0)), _fmt_int(calls.get("cached", 0)), _fmt_int(calls.get("new", 0)),
-          _fmt_int(calls.get("failed", 0)), _fmt_int(tokens.get("input", 0)), _fmt_int(tokens.get("output", 0)),
-          f"{cost:.4f}" if isinstance(cost, (int, float)) else "unknown"]],
+          _fmt_int(calls.get("failed", 0)), _fmt_int(spent.get("requests", calls.get("new", 0))),
+          _fmt_int(tokens.get("input", 0)), _fmt_int(tokens.get("output", 0)), usd(cost), usd(kept)]],
     ))
-    add("\nTokens and cost cover every oracle call made to build the dataset, over all runs; "
-        "the call counts are those of the last run.")
+    add("\nBilled: every request sent to the oracle to build the dataset, over all runs (retries, re-asks, "
+        "refusals, cut-off answers and calls sent again after a failure included). Kept answers: what the answers "
+        "the dataset was built from cost when they were made. The call counts are those of the last run.")
     if calls.get("by_task"):
         add("")
         add(_table(["task", "calls"], [[f"`{t}`", _fmt_int(n)] for t, n in sorted(calls["by_task"].items())]))

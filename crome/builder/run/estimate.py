@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from crome.builder.oracles.base import Oracle
+from crome.builder.oracles.base import Oracle, cache_key
 from crome.builder.stages.base import Stage
 from crome.builder.store import RunStore
 from crome.schemas import SourcePair
@@ -30,7 +30,7 @@ def estimate(stages: Sequence[Stage], pairs: Sequence[SourcePair], store: RunSto
             for planned in stage.planned(pair):
                 request = planned.request
                 if planned.exact:
-                    key = request.cache_key(oracle.provider, oracle.model)
+                    key = cache_key(oracle, request)
                     if key in seen:  # another pair sends the same request: one call
                         continue
                     seen.add(key)
