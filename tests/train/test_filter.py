@@ -10,6 +10,7 @@ from train_helpers import tiny_bert, write_run  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from crome.cli import app  # noqa: E402
+from crome.outputs import OutputError  # noqa: E402
 from crome.schemas import DatasetRow, Rejection  # noqa: E402
 from crome.train.evaluate import load_scorer, score_pairs  # noqa: E402
 from crome.train.filter import FILTER_CHECK, filter_run, keep, read_rows  # noqa: E402
@@ -91,8 +92,9 @@ def test_bad_arguments(tmp_path, baseline):
         filter_run(tmp_path / "run", tmp_path / "run", baseline=str(baseline), tau=0.1)
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
-    with pytest.raises(FileExistsError):
+    with pytest.raises(OutputError, match=r"holds files crome did not write \(.*full/x\)"):
         filter_run(tmp_path / "run", tmp_path / "full", baseline=str(baseline), tau=0.1)
+    assert (tmp_path / "full" / "x").read_text() == "x" and sorted(p.name for p in (tmp_path / "full").iterdir()) == ["x"]
 
 
 def test_cli_filter(tmp_path, baseline):
