@@ -178,8 +178,6 @@ def claim(path: str | Path, layout: Layout, writer: str, *, option: str = "--out
     hint = f"give {option} a new or empty folder, or one {layout.what} made"
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"{option} {path} is a file; expected a folder: {hint}")
-    if folder.is_symlink():
-        raise OutputError(f"{option} {path} is a symbolic link; expected a real folder: {hint}")
     marker = read_marker(folder) if folder.is_dir() else None
     if marker is not None:
         if marker.get("kind") != layout.kind:
