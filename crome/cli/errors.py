@@ -49,9 +49,11 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from crome.builder.sources import SourceError
     from crome.builder.store import RunStoreError
     from crome.outputs import OutputError
-    from crome.train.data import DataError
 
-    return (OutputError, SourceError, PublishError, AuditError, MergeError, RunStoreError, DataError)
+    errors: tuple[type[BaseException], ...] = (OutputError, SourceError, PublishError, AuditError, MergeError, RunStoreError)
+    if "crome.train.data" in sys.modules:  # it imports torch: a DataError can only exist if it was loaded
+        errors += (sys.modules["crome.train.data"].DataError,)
+    return errors
 
 
 def run(app: typer.Typer, argv: list[str] | None = None) -> NoReturn:
