@@ -10,6 +10,7 @@ from train_helpers import tiny_bert, write_run  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from crome.cli import app  # noqa: E402
+from crome.outputs import OutputError  # noqa: E402
 from crome.schemas import DatasetRow, Rejection  # noqa: E402
 from crome.train.evaluate import load_scorer, score_pairs  # noqa: E402
 from crome.train.filter import FILTER_CHECK, filter_run, keep, read_rows  # noqa: E402
@@ -91,8 +92,9 @@ def test_bad_arguments(tmp_path, baseline):
         filter_run(tmp_path / "run", tmp_path / "run", baseline=str(baseline), tau=0.1)
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
-    with pytest.raises(FileExistsError):
+    with pytest.raises(OutputError, match=r"holds files crome did not write \(.*full/x\)"):
         filter_run(tmp_path / "run", tmp_path / "full", baseline=str(baseline), tau=0.1)
+    assert (tmp_path / "full" / "x").read_text() == "x" and sorted(p.name for p in (tmp_path / "full").iterdir()) == ["x"]
 
 
 def test_cli_filter(tmp_path, baseline):
@@ -105,3 +107,18 @@ def test_cli_filter(tmp_path, baseline):
     assert summary["filter"]["tau"] == 0.0 and summary["counts"]["rows_by_kind"]["original"] == 3
     bad = CliRunner().invoke(app, ["filter", str(tmp_path / "nope"), "--rm", str(baseline), "--keep-margin", "0", "--out", str(tmp_path / "g")])
     assert bad.exit_code == 2 and "no data/*.parquet" in bad.output
+
+
+def test_refiltering_replaces_only_filter_outputs_and_reads_only_the_runs_export(tmp_path, baseline):
+    from helpers_runs import make_run
+
+    run = make_run(tmp_path, n_sources=3)
+    (run.path / "data" / "notes-00000-of-00001.parquet").write_bytes(b"the user's, not rows")  # never read as data
+    first = filter_run(run.path, tmp_path / "f", baseline=str(baseline), tau=1e9)
+    (tmp_path / "f" / "notes.txt").write_text("mine")
+    second = filter_run(run.path, tmp_path / "f", baseline=str(baseline), tau=0.0)
+    assert first["filter"]["input_export"] == second["filter"]["input_export"] is not None
+    assert (tmp_path / "f" / "notes.txt").read_text() == "mine"
+    rows = read_rows(tmp_path / "f" / "data" / "train-00000-of-00001.parquet")
+    assert len(rows) == second["counts"]["rows"] and sorted(p.name for p in (tmp_path / "f" / "data").iterdir()) == [
+        "train-00000-of-00001.parquet"]
