@@ -1,8 +1,8 @@
 """One oracle call as the contract sees it: the request a stage sends and the response it gets back.
 
 A request is what the provider sees (rendered messages, settings, output schema) plus the
-`context` an offline oracle works on directly (never rendered into text). Its cache key is the
-hash the run store files the call under.
+`context` an offline oracle works on directly (never rendered into text) and the `validation`
+context its answer is checked with. Its cache key is the hash the run store files the call under.
 """
 
 from __future__ import annotations
@@ -51,6 +51,10 @@ class OracleRequest:
     # Data an offline oracle works on directly (never rendered into text, still part of the key):
     # e.g. the answer to rewrite, the rubric, the side (chosen/rejected), a donor text.
     context: dict[str, Any] = field(default_factory=dict)
+    # What an answer is checked against beyond its schema: pydantic validation context for the output
+    # model (a verdict's `{"other_rubrics": [names]}`). Not part of the cache key: it only restates what
+    # the rendered messages already ask, and a stored answer is checked against it again when replayed.
+    validation: dict[str, Any] = field(default_factory=dict)
 
     def cache_key(self, provider: str, model: str) -> str:
         """Hash of provider, model, rendered messages, generation settings and output schema."""

@@ -18,6 +18,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from pydantic import ValidationError
+
 from crome.builder.oracles.base import Oracle, SystematicOracleError
 from crome.schemas.calls import OracleRequest, OracleResponse
 from crome.builder.store import CallRecord, RunStore
@@ -196,11 +198,17 @@ class CachedGenerate:
         self.stats.by_task[request.task] += 1
         rec = await self._lookup(key)
         if rec is not None and self._replays(rec):
-            self.stats.cached += 1
-            self.stats.by_status[rec.status] += 1
-            self.stats.cached_input_tokens += rec.input_tokens or 0
-            self.stats.cached_output_tokens += rec.output_tokens or 0
-            return rec.to_response(request.output_model)
+            try:
+                replayed = rec.to_response(request.output_model, request.validation)
+            except ValidationError as exc:
+                # Stored before today's checks (a verdict that skips a rubric): not an answer, so ask again.
+                log.info("stored %s answer %s fails validation now, sending it again: %s", request.task, key, exc.error_count())
+            else:
+                self.stats.cached += 1
+                self.stats.by_status[rec.status] += 1
+                self.stats.cached_input_tokens += rec.input_tokens or 0
+                self.stats.cached_output_tokens += rec.output_tokens or 0
+                return replayed
 
         queue = self.batch
         if queue is not None and (key in queue.in_flight or key in queue.requests):

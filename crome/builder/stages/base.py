@@ -80,11 +80,12 @@ class Stage(abc.ABC):
         """The calls this stage would send for `pair` (none for stages that call no oracle)."""
         return ()
 
-    async def ask(self, task: str, variables: dict[str, Any], context: dict[str, Any]) -> OracleResponse:
-        return await self.env.generate(self.request(task, variables, context))
+    async def ask(self, task: str, variables: dict[str, Any], context: dict[str, Any], validation: dict[str, Any] | None = None) -> OracleResponse:
+        return await self.env.generate(self.request(task, variables, context, validation))
 
-    def request(self, task: str, variables: dict[str, Any], context: dict[str, Any]) -> OracleRequest:
-        return self.env.templates[task].request(context=context, **variables)
+    def request(self, task: str, variables: dict[str, Any], context: dict[str, Any], validation: dict[str, Any] | None = None) -> OracleRequest:
+        """The rendered request; `validation` is what its answer must also satisfy (pydantic validation context)."""
+        return self.env.templates[task].request(context=context, validation=validation, **variables)
 
 
 def conversation_text(messages: list[Message]) -> str:
