@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import abc
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterable, Mapping, Protocol, Sequence
 
 from crome.builder.oracles.base import Capabilities, Generate
@@ -35,6 +35,7 @@ class MethodOptions(Protocol):
     verify_enabled: bool
     neutral_ratio: float
     neutral_max_similarity: float
+    neutral_group_size: int
     cross_prompt: bool
     validation: ValidationConfig
     dedup_threshold: float
@@ -49,6 +50,8 @@ class StageEnv:
     templates: Mapping[str, Any]  # task -> crome.prompts.Template
     capabilities: Capabilities  # of the oracle the run uses
     pool: Sequence[PairContext]  # every source pair: irrelevant prompts and donors are drawn from here
+    # Run-wide state that stages listed more than once share (the dedup index, the IQN drawer), by name.
+    shared: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
