@@ -1,4 +1,4 @@
-"""Stage 6: Irrelevant Query Neutrals (IQN) and, optionally, RRM-style cross-prompt pairs.
+"""Irrelevant Query Neutrals (IQN) and, optionally, RRM-style cross-prompt pairs: ordered stages after dedup.
 
 IQN: an answer pair of a source pair (its original pair or one of its causal pairs, among those
 dedup kept) is re-attached to the prompt of another source pair. Under that prompt neither answer
@@ -8,14 +8,16 @@ order. The draws, the choices the paper leaves open:
 - **Unrelated** is judged on content: the TF-IDF cosine of the two whole conversations' content
   words (`relatedness.py`) must stay below `neutral_max_similarity` (default 0.2). Measured by
   `benchmarks/iqn_threshold.py` on real prompts of ../shared/data: 45 prompts with a hand-written
-  paraphrase each score 0.25-1.0 (all refused at 0.2, 0.25 and below), 20,000 random pairs of the
-  UltraFeedback sample are refused at 0.2 in 0.3% of cases (and the few refused share a task
-  template), random short questions in 0.5%. The old measure (word-set Jaccard of the last turn,
-  stopwords in) let 6.7% of the paraphrases through at 0.2 and refused 1.7% of short questions.
-  Up to 20 draws are made before the neutral is recorded as a rejection.
+  paraphrase each score 0.25 to 1.0 against it (all refused at any threshold up to 0.25; 0.2
+  leaves a margin), while 20,000 random pairs of the UltraFeedback sample are refused at 0.2 in
+  0.3% of cases (the few refused share a task template) and random short questions in 0.5%. The
+  old measure (word-set Jaccard of the last turn, stopwords in) let 6.7% of the paraphrases through
+  at 0.2 and refused 1.7% of the short questions. A lexical measure cannot see a paraphrase that
+  shares no content word ("a loaf" for "bread"); none of the 45 did. Up to 20 draws are made before
+  the neutral is recorded as a rejection.
 - **Where irrelevant prompts come from**: every source pair belongs to one draw group, a fixed
-  random set of about `neutral_group_size` (default 16) source pairs (by seeded hash of the source
-  id, over the whole source, so every shard and a merge see the same groups); a tie's prompt is
+  random set of `neutral_group_size` (default 16) to twice that minus one source pairs (by seeded
+  hash of the source id, over the whole source, so every shard and a merge see the same groups); a tie's prompt is
   drawn from its own group only. A tie therefore links only pairs of one group, and a published
   test split can hold out whole groups: no prompt or answer text shared with train.
 - **From kept pairs only**: the stage runs after dedup, on the pair's surviving original and causal

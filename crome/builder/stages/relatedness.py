@@ -13,7 +13,7 @@ sublinear tf and by an idf fitted on the build's whole source (every prompt, all
 words every prompt of the source uses ("write", "following", "task") count little and the topic words
 count much; the similarity is the cosine of the two weight vectors, in [0, 1].
 
-How the default threshold (0.3) was chosen is in `crome/builder/stages/neutral.py`.
+How the default threshold (0.2) was chosen is in `crome/builder/stages/neutral.py`.
 """
 
 from __future__ import annotations
