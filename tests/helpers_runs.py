@@ -11,11 +11,13 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pyarrow.parquet as pq
 
 from crome import __version__
+from crome.builder.run.export import RUN_LAYOUT
+from crome.outputs import Export, claim
 from crome.schemas import DatasetRow, Message, Provenance, Quality, Rejection, pair_id, to_table
 from crome.schemas.source import SourcePair
 
@@ -114,9 +116,11 @@ def make_run(
     options: dict[str, Any] | None = None,
     with_rejections: bool = True,
 ) -> RunFixture:
-    """Write a run dir under tmp_path/name; n_sources > 6 cycles the hand-written pairs as variants."""
+    """Write a run dir under tmp_path/name; n_sources > 6 cycles the hand-written pairs as variants.
+
+    The files are written as `crome build` writes them: one export of a marked run folder.
+    """
     run = tmp_path / name
-    (run / "data").mkdir(parents=True, exist_ok=True)
     oracle = "rules"
     source_prov = Provenance(oracle="source", builder_version=__version__, seed=seed)
 
@@ -186,8 +190,9 @@ def make_run(
                       duplicate_of=rows[1].id),
         ]
 
-    pq.write_table(to_table(rows, DatasetRow), run / "data" / "train-00000-of-00001.parquet")
-    pq.write_table(to_table(rejections, Rejection), run / "rejections.parquet")
+    export = Export(claim(run, RUN_LAYOUT, "crome build"), "crome build")
+    pq.write_table(to_table(rows, DatasetRow), export.path("data/train-00000-of-00001.parquet"))
+    pq.write_table(to_table(rejections, Rejection), export.path("rejections.parquet"))
 
     def count(values) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -228,7 +233,20 @@ def make_run(
         "accounting": {"source_rows": n_sources + quarantined, "with_rows": n_sources, "quarantined": quarantined,
                        "balanced": True},
     }
-    (run / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    export.path("summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    export.commit()
     (run / "config.json").write_text(json.dumps({"oracle": oracle, "seed": seed, **summary["options"]}, indent=2) + "\n",
                                      encoding="utf-8")
     return RunFixture(path=run, rows=rows, rejections=rejections, summary=summary, source_pairs=pairs)
+
+
+def rewrite_export(run: Path, writers: dict[str, Callable[[Path], None]]) -> None:
+    """Re-export a run with some files rewritten (path in the run -> write(path)), the others kept: as a build would."""
+    owned = claim(run, RUN_LAYOUT, "crome build")
+    export = Export(owned, "crome build")
+    for rel in owned.export["files"]:
+        if rel in writers:
+            writers[rel](export.path(rel))
+        else:
+            export.keep(rel)
+    export.commit()

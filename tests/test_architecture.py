@@ -26,19 +26,20 @@ ALLOWED: dict[str, set[str]] = {
     "crome": set(),  # the root package: __version__ only
     "crome.schemas": set(),
     "crome.text": set(),
+    "crome.outputs": set(),  # output folders: ownership marker, atomic exports (a leaf: run, hub and train write folders)
     "crome.prompts": {"crome.schemas"},
     "crome.builder.sources": {"crome.schemas", "crome.text"},
     "crome.builder.store": {"crome.schemas"},
     "crome.builder.oracles": {"crome.schemas", "crome.text"},
     "crome.builder.stages": {"crome.schemas", "crome.text", "crome.prompts", "crome.builder.oracles"},
     "crome.builder.run": {
-        "crome.schemas", "crome.text", "crome.prompts", "crome.builder.sources", "crome.builder.store",
+        "crome.schemas", "crome.text", "crome.outputs", "crome.prompts", "crome.builder.sources", "crome.builder.store",
         "crome.builder.oracles", "crome.builder.stages",
     },
     "crome.builder.hub": {
-        "crome.schemas", "crome.text", "crome.builder.sources", "crome.builder.store", "crome.builder.run",
+        "crome.schemas", "crome.text", "crome.outputs", "crome.builder.sources", "crome.builder.store", "crome.builder.run",
     },
-    "crome.train": {"crome.schemas", "crome.text", "crome.builder.sources"},
+    "crome.train": {"crome.schemas", "crome.text", "crome.outputs", "crome.builder.sources"},
     "crome.cli": {"*"},
 }
 # Run as scripts, never imported: they may start the CLI.

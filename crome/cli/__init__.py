@@ -7,6 +7,7 @@ import logging
 import typer
 
 from crome import __version__
+from crome.cli.errors import VERBOSE, run
 
 app = typer.Typer(
     name="crome",
@@ -26,9 +27,10 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages; show the traceback of an internal error."),
 ) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    VERBOSE["on"] = verbose
 
 
 def _register() -> None:
@@ -42,4 +44,5 @@ _register()
 
 
 def main() -> None:
-    app()
+    """The `crome` command: every error is one line on stderr (user errors exit 2); `crome -v` shows tracebacks."""
+    run(app)

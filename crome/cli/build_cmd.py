@@ -15,8 +15,11 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+
+from crome.cli.errors import fail, os_error, warn
 
 err = Console(stderr=True)
 
@@ -47,48 +50,72 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 
 def print_summary(summary: dict, console: Console) -> None:
     c = summary["counts"]
-    t = Table(title=f"crome build: {summary['status']}", show_header=False)
-    t.add_row("source rows", str(c["source_rows"]))
-    t.add_row("quarantined", f"{c['quarantined']} {c['quarantine_reasons'] or ''}")
-    t.add_row("rows", f"{c['rows']} {c['rows_by_kind']}")
-    t.add_row("by augmentation", str(c["rows_by_augmentation"]))
-    t.add_row("by attribute", str(c["rows_by_attribute"]))
-    t.add_row("rejections", f"{c['rejections']}")
+    t = Table(title=escape(f"crome build: {summary['status']}"), show_header=False)
+    add = lambda label, value: t.add_row(label, escape(value))  # noqa: E731 - values hold data (reasons, rubric names)
+    add("source rows", str(c["source_rows"]))
+    add("quarantined", f"{c['quarantined']} {c['quarantine_reasons'] or ''}")
+    add("rows", f"{c['rows']} {c['rows_by_kind']}")
+    add("by augmentation", str(c["rows_by_augmentation"]))
+    add("by attribute", str(c["rows_by_attribute"]))
+    add("rejections", f"{c['rejections']}")
     for stage, reasons in c["rejections_by_stage"].items():
-        t.add_row(f"  {stage}", str(reasons))
+        add(f"  {stage}", str(reasons))
     calls = summary["oracle_calls"]
-    t.add_row("oracle calls", f"{calls['total']} (cached {calls['cached']}, new {calls['new']}, failed {calls['failed']})")
+    add("oracle calls", f"{calls['total']} (cached {calls['cached']}, new {calls['new']}, failed {calls['failed']})")
     tok = summary["tokens"]
-    t.add_row("tokens", f"in {tok['input']:,} / out {tok['output']:,}")
+    add("tokens", f"in {tok['input']:,} / out {tok['output']:,}")
     cost = summary.get("cost_usd")
-    t.add_row("estimated cost", "unknown model price" if cost is None else f"${cost:.4f}")
+    add("estimated cost", "unknown model price" if cost is None else f"${cost:.4f}")
     batch = summary.get("batch")
     if batch:
         live, done = batch["in_flight"], batch["ingested"]
         cost = "unknown model price" if batch["cost_usd"] is None else f"${batch['cost_usd']:.4f}"
-        t.add_row("batch jobs", f"{live['jobs']} in flight ({live['items']} requests, est. ${live['estimated_cost_usd']:.4f}), "
-                  f"{done['jobs']} collected ({done['ok']} ok, {done['failed']} failed); batch cost so far {cost}")
+        add("batch jobs", f"{live['jobs']} in flight ({live['items']} requests, est. ${live['estimated_cost_usd']:.4f}), "
+            f"{done['jobs']} collected ({done['ok']} ok, {done['failed']} failed); batch cost so far {cost}")
         if batch.get("submitted_now"):
-            t.add_row("  submitted now", f"{len(batch['submitted_now'])} job(s), {batch['queued']} requests")
+            add("  submitted now", f"{len(batch['submitted_now'])} job(s), {batch['queued']} requests")
     acc = summary["accounting"]
-    t.add_row("accounting", f"{acc['with_rows']} pairs with rows + {acc['only_rejections']} only rejected + {acc['pending']} pending = {acc['source_pairs']} source pairs (+ {acc['quarantined']} quarantined); balanced={acc['balanced']}")
-    t.add_row("time", f"{summary.get('seconds', 0)} s")
+    add("accounting", f"{acc['with_rows']} pairs with rows + {acc['only_rejections']} only rejected + {acc['pending']} pending = {acc['source_pairs']} source pairs (+ {acc['quarantined']} quarantined); balanced={acc['balanced']}")
+    add("time", f"{summary.get('seconds', 0)} s")
     console.print(t)
 
 
-def print_estimate(summary: dict[str, Any], console: Console) -> None:
-    t = Table(title=f"dry run: {summary['oracle']} (nothing was called)", show_header=True)
-    t.add_column("task")
-    t.add_column("calls", justify="right")
-    for task, n in summary["calls"].items():
-        t.add_row(task, f"{n:,}")
-    t.add_row("total", f"{summary['calls_total']:,}")
-    console.print(t)
+def _money(cost: float | None) -> str:
+    return "unknown (model not in the price table)" if cost is None else f"${cost:.4f}"
+
+
+def print_estimate(summary: dict[str, Any], console: Console, *, dry_run: bool = True) -> None:
+    """The estimate of `--dry-run`, and of every paid build before its first call: calls, tokens, cost, costliest pairs."""
+    if dry_run:
+        t = Table(title=f"dry run: {escape(summary['oracle'])} (nothing was called)", show_header=True)
+        t.add_column("task")
+        t.add_column("calls", justify="right")
+        for task, n in summary["calls"].items():
+            t.add_row(task, f"{n:,}")
+        t.add_row("total", f"{summary['calls_total']:,}")
+        console.print(t)
     tok = summary["tokens"]
-    cost = summary["cost_usd"]
-    console.print(f"tokens: in ~{tok['input']:,} / out ~{tok['output']:,}; estimated cost: "
-                  + ("unknown (model not in the price table)" if cost is None else f"${cost:.4f}"))
-    console.print(summary["note"])
+    console.print(f"estimate: {summary['calls_total']:,} calls, tokens in ~{tok['input']:,} / out ~{tok['output']:,}; "
+                  f"estimated cost {_money(summary['cost_usd'])}", markup=False, highlight=False)
+    top = summary.get("top_pairs") or []
+    if top:
+        t = Table(title="the most expensive pairs", show_header=True, title_justify="left")
+        for col in ("row", "chars", "calls", "tokens in/out", "cost", "prompt"):
+            t.add_column(col, justify="right" if col not in ("prompt",) else "left")
+        for p in top:
+            cost = "" if p["cost_usd"] is None else f"${p['cost_usd']:.4f}"
+            t.add_row(str(p["row"]), f"{p['chars']:,}", str(p["calls"]), f"{p['tokens']['input']:,}/{p['tokens']['output']:,}",
+                      cost, escape(p["prompt"]))
+        console.print(t)
+        total = summary["cost_usd"]
+        if total and top[0]["cost_usd"] and top[0]["cost_usd"] > 0.5 * total and len(top) > 1:
+            warn(f"source row {top[0]['row']} alone is {100 * top[0]['cost_usd'] / total:.0f}% of the estimated cost "
+                 f"({top[0]['chars']:,} characters): check it, or lower --max-answer-chars")
+    if summary.get("over_budget"):
+        warn(f"the estimated cost {_money(summary['cost_usd'])} is over --max-cost ${summary['max_cost']:.4f}: "
+             + ("a build would stop before its first call" if dry_run else "nothing was called"))
+    if dry_run:
+        console.print(summary["note"], markup=False, highlight=False)
 
 
 def register(app: typer.Typer) -> None:
@@ -103,6 +130,7 @@ def register(app: typer.Typer) -> None:
         revision: Optional[str] = typer.Option(None, help="Hub dataset revision."),
         mapping: Optional[str] = typer.Option(None, "--map", help="Column mapping, e.g. prompt=question,chosen=good,rejected=bad."),
         limit: Optional[int] = typer.Option(None, help="Read at most N source rows."),
+        max_answer_chars: int = typer.Option(100_000, "--max-answer-chars", help="Quarantine a pair whose chosen or rejected answer is longer (answer_too_long)."),
         seed: int = typer.Option(0, help="Seed of every random draw (attributes, neutrals, order)."),
         max_attributes: int = typer.Option(2, "--max-attributes", help="Rubrics intervened on per source pair."),
         causal: str = typer.Option("degrade,upgrade", help="Causal augmentations to make: degrade, upgrade or both."),
@@ -137,12 +165,12 @@ def register(app: typer.Typer) -> None:
         from crome.builder.run.pipeline import Progress as Hooks
         from crome.builder.run.pipeline import build
         from crome.builder.sources import SourceError
-        from crome.builder.store import RunInUseError
+        from crome.builder.store import RunStoreError
 
         try:
             cfg = BuildConfig(
                 source=source, out=str(out), oracle=oracle, base_url=base_url, split=split, config_name=config,
-                revision=revision, mapping=parse_mapping(mapping), limit=limit, seed=seed, max_attributes=max_attributes,
+                revision=revision, mapping=parse_mapping(mapping), limit=limit, max_answer_chars=max_answer_chars, seed=seed, max_attributes=max_attributes,
                 causal=[c.strip() for c in causal.split(",") if c.strip()], verify=verify, neutral_ratio=neutral_ratio,
                 neutral_group_size=neutral_group_size, cross_prompt=cross_prompt, concurrency=concurrency, timeout=timeout, schema_mode=schema_mode, rpm=rpm, tpm=tpm, max_cost=max_cost,
                 max_failures=max_failures, dry_run=dry_run, shard=parse_shard(shard), batch=batch, batch_wait=wait,
@@ -153,37 +181,50 @@ def register(app: typer.Typer) -> None:
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(x) for x in first["loc"])
-            err.print(f"[red]error:[/] {'option ' + where + ': ' if where else ''}{first['msg'].removeprefix('Value error, ')}")
-            raise typer.Exit(2) from None
+            fail(f"{'option ' + where + ': ' if where else ''}{first['msg'].removeprefix('Value error, ')}")
 
         columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[calls]}"),
                    TimeElapsedColumn(), TimeRemainingColumn()]
-        with Progress(*columns, console=err, disable=quiet, transient=False) as bar:
-            task = bar.add_task("pairs", total=None, calls="")
+        # Started with the first pair, not before: a build refused at the start prints its one error line and nothing else.
+        bar = Progress(*columns, console=err, disable=quiet, transient=False)
+        task = bar.add_task("pairs", total=None, calls="")
 
-            def advance(stats: dict) -> None:
-                cost = f" ${stats['cost_usd']:.4f}" if stats.get("cost_usd") else ""
-                bar.update(task, advance=1, calls=f"calls {stats['new']} new / {stats['cached']} cached / {stats['failed']} failed{cost}")
+        def start(n: int) -> None:
+            bar.start()
+            bar.update(task, total=n)
 
-            hooks = Hooks(start=lambda n: bar.update(task, total=n), advance=advance, stage=lambda s: bar.update(task, description=s))
-            try:
-                result = build(cfg, hooks)
-            except (SourceError, RunInUseError, ValueError) as exc:
-                err.print(f"[red]error:[/] {exc}")
-                raise typer.Exit(2) from None
-            except SystematicOracleError as exc:
-                err.print(f"[red]oracle error, run stopped:[/] {exc}")
-                raise typer.Exit(3) from None
+        def advance(stats: dict) -> None:
+            cost = f" ${stats['cost_usd']:.4f}" if stats.get("cost_usd") else ""
+            bar.update(task, advance=1, calls=f"calls {stats['new']} new / {stats['cached']} cached / {stats['failed']} failed{cost}")
+
+        hooks = Hooks(start=start, advance=advance, stage=lambda s: bar.update(task, description=s),
+                      estimate=lambda summary: print_estimate(summary, err, dry_run=False))
+        error: tuple[str, int] | None = None
+        try:
+            result = build(cfg, hooks)
+        except (SourceError, RunStoreError, ValueError) as exc:  # OutputError and RunInUseError among them
+            error = (str(exc), 2)
+        except OSError as exc:
+            error = (os_error(exc), 2)
+        except SystematicOracleError as exc:
+            error = (f"oracle error, run stopped: {exc}", 3)
+        finally:
+            bar.stop()
+        if error is not None:
+            fail(*error)
         if result.stopped == "dry_run":
             print_estimate(result.summary, err)
             return
+        if result.stopped == "estimate_over_budget":
+            fail(f"the estimated cost (${result.summary['cost_usd']:.4f}) is over --max-cost ${cfg.max_cost:.4f}: nothing was "
+                 "called; raise --max-cost, or build fewer pairs (--limit)", code=4)
         print_summary(result.summary, err)
         if result.stopped == "batch_pending":
-            err.print(f"[yellow]batch job(s) in flight: re-run the same command later to collect them and go on "
-                      f"(or add --wait); `crome status {out}` shows them[/]")
+            err.print(f"batch job(s) in flight: re-run the same command later to collect them and go on "
+                      f"(or add --wait); `crome status {out}` shows them", style="yellow", markup=False)
             raise typer.Exit(5)
         if result.stopped:
-            err.print(f"[yellow]run stopped ({result.stopped}); re-run the same command to resume[/]")
+            err.print(f"run stopped ({result.stopped}); re-run the same command to resume", style="yellow", markup=False)
             raise typer.Exit(4)
 
     @app.command("status")
@@ -194,12 +235,12 @@ def register(app: typer.Typer) -> None:
         """Where a run stands: counts, oracle calls, spend and batch jobs (reads the store only; calls nothing)."""
         from crome.builder.run.status import run_status
         from crome.builder.store import RunStoreError
+        from crome.outputs import OutputError
 
         try:
             report = run_status(run_dir)
-        except (RunStoreError, FileNotFoundError) as exc:
-            err.print(f"[red]error:[/] {exc}")
-            raise typer.Exit(2) from None
+        except (RunStoreError, FileNotFoundError, OutputError) as exc:
+            fail(exc)
         if as_json:
             typer.echo(json.dumps(report, indent=2))
             return
@@ -216,33 +257,47 @@ def register(app: typer.Typer) -> None:
         """Merge complete shards into the dataset one unsharded build gives (cross-shard dedup included); calls no oracle."""
         from crome.builder.run.merge import MergeError, merge
         from crome.builder.sources import SourceError
-        from crome.builder.store import RunInUseError
+        from crome.builder.store import RunStoreError
+        from crome.outputs import OutputError
 
         try:
             result = merge(shards, out, source=source, templates_dir=str(templates_dir) if templates_dir else None)
-        except (MergeError, SourceError, RunInUseError) as exc:
-            err.print(f"[red]error:[/] {exc}")
-            raise typer.Exit(2) from None
+        except (MergeError, SourceError, RunStoreError, OutputError) as exc:
+            fail(exc)
         if not quiet:
             print_summary(result.summary, err)
             totals = result.summary["shards"]["totals"]
             cost = "unknown model price" if totals["cost_usd"] is None else f"${totals['cost_usd']:.4f}"
-            err.print(f"merged {result.summary['shards']['count']} shards: {totals['calls']} oracle calls, spent {cost} in the shards")
+            err.print(f"merged {result.summary['shards']['count']} shards: {totals['calls']} oracle calls, spent {cost} in the shards",
+                      markup=False)
 
 
 def print_status(report: dict, console: Console) -> None:
-    t = Table(title=f"crome status: {report['run']} ({report['status']})", show_header=False)
-    t.add_row("oracle", str(report["oracle"]) + (f"  shard {report['shard'][0]}/{report['shard'][1]}" if report.get("shard") else ""))
+    t = Table(title=escape(f"crome status: {report['run']} ({report['status']})"), show_header=False)
+    t.add_row("oracle", escape(str(report["oracle"])) + (f"  shard {report['shard'][0]}/{report['shard'][1]}" if report.get("shard") else ""))
+    live = report.get("building")
+    if live:
+        done = f"{live['pairs_done']}/{live['pairs_total']} pairs" if live.get("pairs_total") else "starting"
+        cost = f", ${live['cost_usd']:.4f} so far" if live.get("cost_usd") else ""
+        t.add_row("build in progress", f"pid {live['pid']}, stage {escape(str(live['stage']))}: {done}; "
+                  f"{live.get('calls') or 0} calls ({live.get('new_calls') or 0} new, {live.get('failed_calls') or 0} failed){cost}")
+        t.add_row("counts below", f"from the last export ({live['last_export_at']})" if live.get("last_export_at") else "no export yet")
+    if report.get("interrupted"):
+        i = report["interrupted"]
+        t.add_row("last build", f"stopped at stage {escape(str(i['stage']))} ({i['pairs_done']}/{i['pairs_total']} pairs, "
+                  f"{i['updated_at']}) before it finished: re-run it to resume")
     c = report["counts"]
     if c.get("source_pairs") is not None:
         t.add_row("pairs", f"{c['source_pairs']} ({c['pending'] or 0} pending), {c['quarantined']} quarantined")
         t.add_row("rows", f"{c['rows']}, rejections {c['rejections']}")
     calls = report["calls"]
-    t.add_row("oracle calls", f"{calls['total']} recorded, {calls['failed']} failed {calls['by_status']}")
+    if not live:  # while a build runs, its calls are in the row above
+        t.add_row("oracle calls", f"{calls['total']} recorded, {calls['failed']} failed {calls['by_status'] or ''}")
     m = report["spend"]
-    cost = "unknown model price" if m["cost_usd"] is None else f"${m['cost_usd']:.4f}"
-    detail = "" if m["cost_usd"] is None else f" (batch ${m['batch_cost_usd']:.4f}, online ${m['online_cost_usd']:.4f})"
-    t.add_row("spend", f"tokens in {m['input_tokens']:,} / out {m['output_tokens']:,}; {cost}{detail}")
+    if m is not None:
+        cost = "unknown model price" if m["cost_usd"] is None else f"${m['cost_usd']:.4f}"
+        detail = "" if m["cost_usd"] is None else f" (batch ${m['batch_cost_usd']:.4f}, online ${m['online_cost_usd']:.4f})"
+        t.add_row("spend", f"tokens in {m['input_tokens']:,} / out {m['output_tokens']:,}; {cost}{detail}")
     b = report["batch"]
     if b["jobs"]:
         t.add_row("batch", f"{b['in_flight']['jobs']} job(s) in flight ({b['in_flight']['items']} requests, "

@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from crome.builder.sources import QUARANTINE_REASONS, SHAPES, SourceError, iter_source
+from crome.cli.errors import fail
 from crome.schemas.source import Quarantined, SourcePair
 
 # The terminal report lists quarantined rows one by one up to this many; --json lists them all.
@@ -26,12 +27,13 @@ def _clip(text: str, width: int = CLIP) -> str:
 
 def _inspect(
     source: str, *, limit: int | None, split: str | None, config: str | None, revision: str | None,
-    mapping: str | None, samples: int,
+    mapping: str | None, samples: int, max_answer_chars: int | None = None,
 ) -> dict[str, Any]:
     """Stream the source once; keep counts, the first `samples` pairs and every quarantined row."""
     examples: list[SourcePair] = []
     quarantined: list[Quarantined] = []
-    with iter_source(source, split=split, config=config, revision=revision, mapping=mapping, limit=limit) as stream:
+    with iter_source(source, split=split, config=config, revision=revision, mapping=mapping, limit=limit,
+                     max_answer_chars=max_answer_chars) as stream:
         for item in stream:
             if isinstance(item, Quarantined):
                 quarantined.append(item)
@@ -123,13 +125,14 @@ def register(app: typer.Typer) -> None:
         ),
         as_json: bool = typer.Option(False, "--json", help="Print a machine-readable JSON report."),
         samples: int = typer.Option(3, "--samples", min=0, help="How many normalised pairs to show."),
+        max_answer_chars: int = typer.Option(100_000, "--max-answer-chars", min=1, help="Quarantine longer answers, as `crome build` does."),
     ) -> None:
         """Detect a source's shape, count rows, pairs and quarantined rows, and show normalised examples."""
         try:
-            report = _inspect(source, limit=limit, split=split, config=config, revision=revision, mapping=mapping, samples=samples)
+            report = _inspect(source, limit=limit, split=split, config=config, revision=revision, mapping=mapping, samples=samples,
+                              max_answer_chars=max_answer_chars)
         except SourceError as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2) from None
+            fail(e)
         if as_json:
             typer.echo(json.dumps(report, ensure_ascii=False, indent=2))
         else:

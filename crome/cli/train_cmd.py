@@ -9,6 +9,8 @@ from typing import Any, Optional
 
 import typer
 
+from crome.cli.errors import fail, os_error
+
 log = logging.getLogger(__name__)
 
 _EXPECTED = (ValueError, FileNotFoundError, FileExistsError, ImportError)
@@ -16,8 +18,7 @@ _EXPECTED = (ValueError, FileNotFoundError, FileExistsError, ImportError)
 
 def _fail(e: Exception) -> None:
     log.debug("failed", exc_info=e)
-    typer.echo(f"error: {e}", err=True)
-    raise typer.Exit(2)
+    fail(os_error(e) if isinstance(e, OSError) and e.strerror else e)
 
 
 def _config_from_cli(base: dict[str, Any], extra: list[str]) -> Any:
@@ -43,13 +44,15 @@ def _config_from_cli(base: dict[str, Any], extra: list[str]) -> Any:
 
 def _print_table(title: str, rows: list[tuple[str, ...]], headers: tuple[str, ...]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=title)
+    # Subset names, model paths and transform names are data: never rich markup.
+    table = Table(title=escape(title))
     for h in headers:
         table.add_column(h)
     for r in rows:
-        table.add_row(*r)
+        table.add_row(*(escape(c) for c in r))
     Console(stderr=True).print(table)
 
 

@@ -22,6 +22,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
+from crome.outputs import read_export
 from crome.schemas.hashing import stable_hash
 
 KINDS = ("original", "causal", "neutral")
@@ -272,8 +273,16 @@ class PreferenceData:
 
 
 def data_files(path: Path) -> dict[str, list[str]]:
-    """Parquet shards of a run dir or published folder by split, from names like `train-00000-of-00001.parquet`."""
-    files = sorted((path / "data").rglob("*.parquet"))
+    """Parquet shards of a run dir or published folder by split, from names like `train-00000-of-00001.parquet`.
+
+    A folder crome marked gives the files of its last export (checked: an unfinished export is an
+    error); any other folder gives every Parquet file under its data/.
+    """
+    record = read_export(path)
+    if record is not None:
+        files = sorted(record.paths(r"data/.+\.parquet"))
+    else:
+        files = sorted((path / "data").rglob("*.parquet"))
     splits: dict[str, list[str]] = {}
     for f in files:
         m = _SHARD.match(f.name)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,8 +36,9 @@ import pyarrow.parquet as pq
 from pydantic import ValidationError
 
 from crome import __version__
+from crome.outputs import Export, Layout, claim, folder_lock, read_export
 from crome.schemas import DatasetRow, Rejection, arrow_schema, to_table
-from crome.train.data import DataError, data_files
+from crome.train.data import _SHARD, DataError, data_files
 
 FILTER_CHECK = "baseline_filter"
 UNFILTERED_SPLITS = ("test",)
@@ -48,6 +48,22 @@ RULES = {
     "original": "augmentation original (source ties included): kept, not scored",
     "test": "rows of a test split: kept, not scored",
 }
+LOCK_FILE = "crome.lock"  # the same writer lock as a run folder's, so publish and filter exclude each other
+
+
+def _older_filtered(folder: Path) -> bool:
+    """A filtered run an older crome wrote (no marker): its summary has a `filter` section."""
+    try:
+        return "filter" in json.loads((folder / "summary.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+# What `crome filter --out` holds: a run folder without a store (its export is the whole of it).
+FILTERED_LAYOUT = Layout(
+    kind="filtered", what="`crome filter`", lock=LOCK_FILE, own=(LOCK_FILE, "data"),
+    exports=r"data/[^/]+\.parquet|rejections\.parquet|summary\.json|config\.json", legacy=_older_filtered,
+)
 
 
 @dataclass(frozen=True)
@@ -160,6 +176,12 @@ def margin_stats(values: list[float]) -> dict[str, float] | None:
     }
 
 
+def _split_of(shard: Path) -> str:
+    """The split a shard belongs to, from its name (`test-00000-of-00001.parquet`); other names are train."""
+    m = _SHARD.match(shard.name)
+    return m.group("split") if m else "train"
+
+
 def filter_run(
     run_dir: str | Path,
     out_dir: str | Path,
@@ -187,15 +209,26 @@ def filter_run(
     strict, tie = Threshold(keep_margin, keep_fraction), Threshold(tie_margin, tie_fraction)
     strict.check("causal", ("--keep-margin", "--keep-fraction"))
     tie.check("neutral", ("--tie-margin", "--tie-fraction"))
-    splits = data_files(run)
-    if not splits:
-        raise DataError(f"{run}: no data/*.parquet (expected a crome run dir)")
     if out.resolve() == run.resolve():
         raise ValueError("the filtered run must go to a new directory, not over its input")
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} exists and is not empty")
+    claim(out, FILTERED_LAYOUT, "crome filter", create=False)  # before scoring: a folder that is not ours stops here
+    record = read_export(run) if run.is_dir() else None
+    if record is not None:
+        # The files of the run's last export, checked and read under its writer lock: no build re-exports meanwhile.
+        with folder_lock(run, LOCK_FILE, what="run"):
+            record = read_export(run)
+            shards = {p: read_rows(p) for p in record.paths(r"data/[^/]+\.parquet")}
+            old = pq.read_table(run / "rejections.parquet") if "rejections.parquet" in record.files else None
+            summary = json.loads((run / "summary.json").read_text()) if "summary.json" in record.files else None
+    else:  # a folder crome did not mark (an older crome, or rows from elsewhere): its data/ as it is
+        files = [f for split in (data_files(run) if run.is_dir() else {}).values() for f in split]
+        shards = {Path(f): read_rows(Path(f)) for f in files}
+        old = pq.read_table(run / "rejections.parquet") if (run / "rejections.parquet").exists() else None
+        summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else None
+    if not shards:
+        raise DataError(f"{run}: no data/*.parquet (expected a crome run dir)")
 
-    shards = {Path(f): (split, read_rows(Path(f))) for split, files in splits.items() for f in files}
+    shards = {s: (_split_of(s), rows) for s, rows in shards.items()}
     scored = [(s, i) for s, (split, rows) in shards.items() if split not in UNFILTERED_SPLITS
               for i, r in enumerate(rows) if not is_original(r)]
     rule_of = {key: ("neutral" if shards[key[0]][1][key[1]].preference == 0.5 else "causal") for key in scored}
@@ -234,18 +267,11 @@ def filter_run(
                 new_rejections.append(_rejection(row, margin, taus[rule], rules[rule].given or {}))
                 dropped[rule] += 1
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "data").mkdir(exist_ok=True)
-    for shard, rows in kept_rows.items():
-        pq.write_table(to_table(rows, DatasetRow), out / "data" / shard.relative_to(run / "data"))
     schema = arrow_schema(Rejection)
-    old = pq.read_table(run / "rejections.parquet") if (run / "rejections.parquet").exists() else schema.empty_table()
+    old = old if old is not None else schema.empty_table()
     rejections = pa.concat_tables([old.select(schema.names).cast(schema), to_table(new_rejections, Rejection)])
-    pq.write_table(rejections, out / "rejections.parquet")
-    if (run / "config.json").exists():
-        shutil.copy2(run / "config.json", out / "config.json")
 
-    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {"crome_version": __version__}
+    summary = summary if summary is not None else {"crome_version": __version__}
     all_rows = [r for rows in kept_rows.values() for r in rows]
     summary.setdefault("counts", {}).update(_counts(all_rows, rejections))
     summary["filter"] = {
@@ -257,6 +283,7 @@ def filter_run(
             for name in ("causal", "neutral")
         },
         "input_run": run.name,
+        "input_export": record.id if record is not None else None,
         "max_length": max_length,
         "scored": len(pairs),
         "truncated_pairs": sum(truncated),
@@ -266,5 +293,19 @@ def filter_run(
         "margins": {name: margin_stats(v) for name, v in by_rule.items() if v},
         "crome_version": __version__,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    owned = claim(out, FILTERED_LAYOUT, "crome filter")
+    with folder_lock(out, LOCK_FILE, what="filtered run"):
+        owned = claim(out, FILTERED_LAYOUT, "crome filter")  # read again under the lock
+        export = Export(owned, "crome filter")
+        try:
+            for shard, rows in kept_rows.items():
+                pq.write_table(to_table(rows, DatasetRow), export.path(f"data/{shard.name}"))
+            pq.write_table(rejections, export.path("rejections.parquet"))
+            if (run / "config.json").is_file():
+                export.copy("config.json", run / "config.json")
+            (export.path("summary.json")).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        except BaseException:
+            export.abort()
+            raise
+        export.commit()
     return summary

@@ -11,6 +11,7 @@ from train_helpers import PROV, tiny_bert, write_run  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from crome.cli import app  # noqa: E402
+from crome.outputs import OutputError  # noqa: E402
 from crome.schemas import DatasetRow, Rejection, pair_id, to_table  # noqa: E402
 from crome.schemas.messages import user  # noqa: E402
 from crome.train.evaluate import load_scorer, score_pairs  # noqa: E402
@@ -164,8 +165,9 @@ def test_bad_or_missing_thresholds_are_refused(tmp_path, run, baseline, scorer):
         filter_run(path, path, baseline=str(baseline), keep_margin=0.1, tie_margin=0.1)
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
-    with pytest.raises(FileExistsError):
+    with pytest.raises(OutputError, match=r"holds files crome did not write \(.*full/x\)"):
         filter_run(path, tmp_path / "full", baseline=str(baseline), keep_margin=0.1, tie_margin=0.1)
+    assert (tmp_path / "full" / "x").read_text() == "x" and sorted(p.name for p in (tmp_path / "full").iterdir()) == ["x"]
 
 
 LLMBAR = SHARED_DATA / "llmbar" / "LLMBar_Natural.json"
@@ -214,3 +216,18 @@ def test_cli_filter_prints_each_rule_and_fails_in_one_line(tmp_path, run, baseli
     assert summary["filter"]["thresholds"]["causal"]["kept"] == 10  # tau 0: exactly the misranked half
     bad = CliRunner().invoke(app, ["filter", str(path), "--rm", str(baseline), "--keep-margin", "0", "--out", str(tmp_path / "g")])
     assert bad.exit_code == 2 and "--tie-margin or --tie-fraction" in bad.output and len(bad.output.strip().splitlines()) == 1
+
+
+def test_refiltering_replaces_only_filter_outputs_and_reads_only_the_runs_export(tmp_path, baseline):
+    from helpers_runs import make_run
+
+    run = make_run(tmp_path, n_sources=3)
+    (run.path / "data" / "notes-00000-of-00001.parquet").write_bytes(b"the user's, not rows")  # never read as data
+    first = filter_run(run.path, tmp_path / "f", baseline=str(baseline), keep_fraction=1.0, tie_fraction=1.0)
+    (tmp_path / "f" / "notes.txt").write_text("mine")
+    second = filter_run(run.path, tmp_path / "f", baseline=str(baseline), keep_margin=0.0, tie_margin=0.0)
+    assert first["filter"]["input_export"] == second["filter"]["input_export"] is not None
+    assert (tmp_path / "f" / "notes.txt").read_text() == "mine"
+    rows = read_rows(tmp_path / "f" / "data" / "train-00000-of-00001.parquet")
+    assert len(rows) == second["counts"]["rows"] and sorted(p.name for p in (tmp_path / "f" / "data").iterdir()) == [
+        "train-00000-of-00001.parquet"]

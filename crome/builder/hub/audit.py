@@ -2,8 +2,13 @@
 
 The same SQL serves all four: the rows are a `pairs` view over the Parquet files (plus a
 `rejections` view for a run dir). Local inputs are opened with external access switched off
-except for the files being audited, and user SQL is parsed by DuckDB first: only one read
-statement runs.
+except for the files being audited; DuckDB gets a memory limit and spills to a private temporary
+folder (never the working directory). User SQL is in `crome.builder.hub.query`.
+
+A folder crome marked is read as its last complete export (crome.outputs): the files its record
+names, checked, and checked again after the audit, so a build that re-exports meanwhile makes the
+audit fail rather than mix two exports. While a build runs in a run folder, the audit reads the
+export before it and says so (`AuditSource.building`).
 """
 
 from __future__ import annotations
@@ -11,12 +16,19 @@ from __future__ import annotations
 import math
 import os
 import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import duckdb
 from pydantic import BaseModel, Field
+
+from crome.builder.run.progress import read_progress
+from crome.builder.store import LOCK_FILE
+from crome.outputs import OutputError, lock_holder, read_export
 
 KINDS = ("original", "causal", "neutral")
 # Which kind an augmentation makes: rejections record the augmentation of the candidate, not its kind.
@@ -33,7 +45,7 @@ PATTERNS = {
 }
 _HF_PATH = re.compile(r"^hf://datasets/[\w.-]+/[\w.-]+(@[^/]+)?(/.*)?$")
 _SPLIT_OF_FILE = r"(\w+)-\d{5}-of-\d{5}\.parquet$"
-READ_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+DEFAULT_MEMORY_LIMIT = "2GB"  # DuckDB's own default is 80% of the machine's memory
 
 
 class AuditError(Exception):
@@ -95,6 +107,42 @@ class AuditSource:
     type: str  # run, folder, file, hub
     data: list[str]  # Parquet files, or one hf:// glob
     rejections: str | None = None
+    folder: Path | None = None  # a folder crome marked: its export is checked again after the audit
+    export_id: str | None = None
+    export_written_at: str | None = None
+    building: dict[str, Any] | None = None  # a build running in the run folder: pid, stage, pairs
+
+
+def _building(folder: Path) -> dict[str, Any] | None:
+    pid = lock_holder(folder, LOCK_FILE)
+    if pid is None:
+        return None
+    progress = read_progress(folder) or {}
+    keep = ("stage", "pairs_done", "pairs_total", "updated_at")
+    return {"pid": pid or progress.get("pid"), **{k: progress.get(k) for k in keep}}
+
+
+def _marked(p: Path, text: str) -> AuditSource | None:
+    """A folder crome marked, as its last complete export; None for any other folder."""
+    building = _building(p)
+    try:
+        record = read_export(p)
+    except OutputError as e:
+        if building:
+            raise AuditError(f"{text} has no finished export to audit yet: a build is writing it now (pid {building['pid']}, "
+                             f"stage {building['stage']}); audit it when the build has finished") from None
+        raise AuditError(str(e)) from None
+    if record is None:
+        return None
+    data = sorted(str(f.resolve()) for f in record.paths(r"data/.+\.parquet"))
+    rejections = p / "rejections.parquet" if "rejections.parquet" in record.files else None
+    if not data:
+        raise AuditError(f"no Parquet files in the last export of {text} (written by `{record.written_by}`)")
+    return AuditSource(
+        label=text, type="folder" if record.kind == "dataset" else "run", data=data,
+        rejections=str(rejections.resolve()) if rejections else None, folder=p, export_id=record.id,
+        export_written_at=record.written_at, building=building,
+    )
 
 
 def resolve(path: str | Path) -> AuditSource:
@@ -112,8 +160,11 @@ def resolve(path: str | Path) -> AuditSource:
         raise AuditError(f"{text} does not exist (give a run dir, a folder of Parquet files, a .parquet file or hf://datasets/ORG/NAME)")
     if p.is_file():
         if p.suffix != ".parquet":
-            raise AuditError(f"{text} is not a .parquet file")
+            raise AuditError(f"{text} is not a .parquet file (give a run dir, a folder of Parquet files, a .parquet file or hf://datasets/ORG/NAME)")
         return AuditSource(label=text, type="file", data=[str(p.resolve())])
+    marked = _marked(p, text)
+    if marked is not None:
+        return marked
     if (p / "summary.json").is_file() or (p / "rejections.parquet").is_file():
         files = sorted(str(f.resolve()) for f in (p / "data").glob("*.parquet"))
         rejections = p / "rejections.parquet"
@@ -125,6 +176,18 @@ def resolve(path: str | Path) -> AuditSource:
     if not source.data:
         raise AuditError(f"no Parquet files under {text}" + (" /data" if source.type == "run" else ""))
     return source
+
+
+def check_unchanged(source: AuditSource) -> None:
+    """The export the audit read is still the folder's: a build did not re-export meanwhile."""
+    if source.folder is None:
+        return
+    try:
+        record = read_export(source.folder)
+    except OutputError:
+        record = None
+    if record is None or record.id != source.export_id:
+        raise AuditError(f"{source.label} was re-exported while it was being audited: run the audit again")
 
 
 def _sql_list(items: list[str]) -> str:
@@ -152,9 +215,23 @@ def _load_httpfs(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def connect(source: AuditSource) -> duckdb.DuckDBPyConnection:
+@contextmanager
+def session(source: AuditSource, *, memory_limit: str = DEFAULT_MEMORY_LIMIT) -> Iterator[duckdb.DuckDBPyConnection]:
     """An in-memory DuckDB with `pairs` (and `rejections`) views; local inputs locked to their own files."""
-    con = duckdb.connect(config={"autoinstall_known_extensions": False})
+    with tempfile.TemporaryDirectory(prefix="crome-audit-") as spill:
+        try:
+            con = duckdb.connect(config={"autoinstall_known_extensions": False, "memory_limit": memory_limit,
+                                         "temp_directory": spill})
+        except duckdb.Error as e:
+            raise AuditError(f"--memory-limit {memory_limit!r}: {str(e).splitlines()[0]} (expected a size such as 2GB)") from None
+        try:
+            _prepare(con, source)
+            yield con
+        finally:
+            con.close()
+
+
+def _prepare(con: duckdb.DuckDBPyConnection, source: AuditSource) -> None:
     if source.type == "hub":
         _load_httpfs(con)
         try:
@@ -183,7 +260,6 @@ def connect(source: AuditSource) -> duckdb.DuckDBPyConnection:
     if missing:
         raise AuditError(f"{source.label} is not a crome dataset: columns {missing} are missing")
     _answer_view(con)
-    return con
 
 
 def _answer_view(con: duckdb.DuckDBPyConnection) -> None:
@@ -201,44 +277,6 @@ def _answer_view(con: duckdb.DuckDBPyConnection) -> None:
                {flags}
         FROM a
     """)
-
-
-# ---------------------------------------------------------------- user SQL
-
-
-def check_read_only(sql: str) -> None:
-    """Refuse anything but one SELECT (or EXPLAIN): the audit never writes, whatever the query says."""
-    try:
-        statements = duckdb.extract_statements(sql)
-    except duckdb.Error as e:
-        raise AuditError(f"--sql does not parse: {str(e).splitlines()[0]}") from None
-    if not statements:
-        raise AuditError("--sql is empty")
-    for i, st in enumerate(statements, 1):
-        if st.type not in READ_STATEMENTS:
-            # The user's own keyword: DuckDB files INSTALL under LOAD, PIVOT under MULTI.
-            words = st.query.split()
-            keyword = words[0].upper() if words else st.type.name
-            raise AuditError(
-                f"--sql refused: statement {i} is {keyword}, and crome audit only reads. Statements that write or change "
-                "the session (INSERT, UPDATE, DELETE, DROP, CREATE, COPY ... TO, ATTACH, INSTALL, SET) are refused; "
-                "query the `pairs` view with SELECT."
-            )
-    if len(statements) > 1:
-        raise AuditError(f"--sql holds {len(statements)} statements: give one SELECT")
-
-
-def run_query(path: str | Path, sql: str) -> tuple[list[str], list[tuple]]:
-    """(column names, rows) of a read-only query against the `pairs` (and `rejections`) views of PATH."""
-    check_read_only(sql)
-    con = connect(resolve(path))
-    try:
-        cur = con.execute(sql)
-        return [d[0] for d in cur.description], cur.fetchall()
-    except duckdb.Error as e:
-        raise AuditError(f"--sql failed: {str(e).strip()}") from None
-    finally:
-        con.close()
 
 
 # ---------------------------------------------------------------- the audit
@@ -271,15 +309,16 @@ def _kind_of_rejection_sql() -> str:
     return f"CASE augmentation {cases} ELSE CASE WHEN stage = 'source' THEN 'source' ELSE 'other' END END"
 
 
-def audit(path: str | Path, *, samples: int = 3, seed: int = 0) -> AuditReport:
-    source = resolve(path)
-    con = connect(source)
-    try:
-        return _audit(con, source, samples=samples, seed=seed)
-    except duckdb.Error as e:
-        raise AuditError(f"cannot audit {source.label}: {str(e).splitlines()[0]}") from None
-    finally:
-        con.close()
+def audit(path: str | Path, *, samples: int = 3, seed: int = 0, memory_limit: str = DEFAULT_MEMORY_LIMIT,
+          source: AuditSource | None = None) -> AuditReport:
+    source = source or resolve(path)
+    with session(source, memory_limit=memory_limit) as con:
+        try:
+            report = _audit(con, source, samples=samples, seed=seed)
+        except duckdb.Error as e:
+            raise AuditError(f"cannot audit {source.label}: {str(e).splitlines()[0]}") from None
+    check_unchanged(source)
+    return report
 
 
 def _audit(con: duckdb.DuckDBPyConnection, source: AuditSource, *, samples: int, seed: int) -> AuditReport:

@@ -7,6 +7,7 @@ pushed to a public place and must say nothing about the machine that built it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -385,4 +386,30 @@ def render_card(inp: CardInputs) -> str:
     # Last line of defence: whatever slipped into a free-text field, no secret leaves the machine.
     for secret in secret_values():
         text = text.replace(secret, REDACTED)
-    return text
+    return sign_card(text)
+
+
+# The card's last line: crome wrote the text above it, unchanged since. A README without it (written
+# by hand, by another tool, by an older crome) or edited since is not crome's, and publish keeps it.
+_SIGNATURE = re.compile(r"\n<!-- crome card sha256:([0-9a-f]{64}) -->\n?\Z")
+
+
+def sign_card(text: str) -> str:
+    body = text if text.endswith("\n") else text + "\n"
+    return body + f"<!-- crome card sha256:{hashlib.sha256(body.encode()).hexdigest()} -->\n"
+
+
+def is_crome_card(text: str) -> bool:
+    """True when `text` is a card crome rendered, unedited."""
+    match = _SIGNATURE.search(text)
+    return match is not None and hashlib.sha256(text[: match.start() + 1].encode()).hexdigest() == match.group(1)
+
+
+def is_older_crome_card(text: str) -> bool:
+    """A card with crome's tag in its YAML header: a folder an older crome published (its card may be edited)."""
+    match = re.match(r"^---\n(.*?)\n---\n", text, re.S)
+    try:
+        meta = yaml.safe_load(match.group(1)) if match else None
+    except yaml.YAMLError:
+        return False
+    return isinstance(meta, dict) and "crome" in (meta.get("tags") or [])

@@ -1,8 +1,11 @@
 """Publish a run: deterministic Parquet shards and a dataset card, to a local folder or the Hub.
 
-A release is staged first (the exact files, in the Hub's layout, with their hashes); syncing then
-compares hashes with what the target holds, so an unchanged run changes nothing and a changed run
-updates in one commit: adds for new or changed files, deletes for shards that no longer exist.
+The run is read as one export (crome.outputs: the files its last export record names, each
+checked by sha256) under the run's writer lock, so no build re-exports while it is read and a run
+whose export is unfinished or edited is refused. A release is staged first (the exact files, in the
+Hub's layout, with their hashes); syncing (crome.builder.hub.sync) then compares hashes with what
+the target holds, so an unchanged run changes nothing and a changed run updates in one commit, and
+changes only files crome wrote.
 """
 
 from __future__ import annotations
@@ -10,97 +13,58 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import re
-import shutil
 import tempfile
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pyarrow.parquet as pq
 from pydantic import ValidationError
 
-from crome import __version__
 from crome.builder.hub.card import CardInputs, SplitFacts, public_summary, render_card
 from crome.builder.hub.splits import SplitError, SplitReport
 from crome.builder.hub.splits import split_rows as leak_free_split
-from crome.schemas.hashing import file_sha256
+from crome.builder.hub.sync import (
+    CARD, SHARD_RE, PublishError, Release, StagedFile, SyncResult, hub_repo_id, is_local_target, local_folder,
+    sync_to_folder, sync_to_hub,
+)
+from crome.builder.run.progress import read_progress
+from crome.builder.store import LOCK_FILE
+from crome.outputs import OutputError, folder_lock, read_export
 from crome.schemas import ROW_COLUMNS, DatasetRow, hf_features, to_table
+from crome.schemas.hashing import file_sha256, stable_hash
 
-CARD = "README.md"
-# The shard names `datasets.push_to_hub` writes; anything else in data/ is not ours to delete.
-SHARD_RE = re.compile(r"^data/(?P<split>\w+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.parquet$")
 DEFAULT_MAX_SHARD_SIZE = "500MB"  # the datasets default: big enough for few shards, small enough to stream
 # Rows per Parquet row group: small enough for the dataset viewer and DuckDB range reads on long texts.
 ROW_GROUP_SIZE = 1000
 _KIND_RANK = {"original": 0, "causal": 1, "neutral": 2}
-
-
-class PublishError(Exception):
-    """A run that cannot be published, or a target that cannot be written; the message says which and why."""
-
-
-@dataclass(frozen=True)
-class StagedFile:
-    path: str  # path in the repo, posix
-    sha256: str
-    git_sha1: str  # git blob id: how the Hub names a file that is not stored in LFS
-    size: int
-
-
-@dataclass
-class Release:
-    """The files of one publication, staged under `root` in the Hub's layout."""
-
-    root: Path
-    files: dict[str, StagedFile]
-    splits: dict[str, int]  # rows per split
-    license: str
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def rows(self) -> int:
-        return sum(self.splits.values())
-
-    def commit_message(self) -> str:
-        parts = ", ".join(f"{name} {n}" for name, n in self.splits.items())
-        return f"crome {__version__}: publish {self.rows} rows ({parts})"
-
-
-@dataclass
-class SyncResult:
-    target: str
-    added: list[str] = field(default_factory=list)
-    updated: list[str] = field(default_factory=list)
-    deleted: list[str] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
-    commit_url: str | None = None
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.added or self.updated or self.deleted)
+RUN_KINDS = ("run", "filtered")
 
 
 # ---------------------------------------------------------------- reading the run
 
 
-def read_summary(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "summary.json"
-    if not path.is_file():
-        raise PublishError(f"{run_dir} has no summary.json: is it a run dir written by `crome build --out`?")
+@dataclass
+class RunExport:
+    """What one export of a run holds, read together."""
+
+    summary: dict[str, Any]
+    rows: list[DatasetRow]
+    rejections: Counter  # (stage, reason) -> count
+    export_id: str
+    warnings: list[str]
+
+
+def read_summary(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
+    except (OSError, json.JSONDecodeError) as e:
         raise PublishError(f"{path} is not valid JSON: {e}") from None
 
 
-def read_rows(run_dir: Path) -> list[DatasetRow]:
-    """Every row of RUN_DIR/data/*.parquet, validated against the data contract."""
-    files = sorted((run_dir / "data").glob("*.parquet"))
-    if not files:
-        raise PublishError(f"{run_dir} has no data/*.parquet: is it a run dir written by `crome build --out`?")
+def read_rows(files: list[Path]) -> list[DatasetRow]:
+    """Every row of the run's data shards, validated against the data contract."""
     rows: list[DatasetRow] = []
     for f in files:
         table = pq.read_table(f)
@@ -118,14 +82,52 @@ def read_rows(run_dir: Path) -> list[DatasetRow]:
     return rows
 
 
-def rejection_counts(run_dir: Path, summary: dict[str, Any]) -> Counter:
+def rejection_counts(path: Path | None, summary: dict[str, Any]) -> Counter:
     """(stage, reason) -> count, from rejections.parquet, else from the summary's counts."""
-    path = run_dir / "rejections.parquet"
-    if path.is_file():
+    if path is not None:
         table = pq.read_table(path, columns=["stage", "reason"])
         return Counter(zip(table.column("stage").to_pylist(), table.column("reason").to_pylist()))
     by_stage = (summary.get("counts") or {}).get("rejections_by_stage") or {}
     return Counter({(stage, reason): n for stage, reasons in by_stage.items() for reason, n in reasons.items()})
+
+
+def _unfinished_build(run_dir: Path) -> str | None:
+    """A later build of this run that stopped before exporting (killed): what publish says about it."""
+    progress = read_progress(run_dir)
+    if not progress or progress.get("stage") == "done":
+        return None
+    return (f"a later build of this run stopped at stage {progress.get('stage')!r} (last seen {progress.get('updated_at')}) "
+            "before finishing: this publishes the last complete export; re-run that build to publish its result")
+
+
+def read_run(run_dir: Path) -> RunExport:
+    """Data, summary and rejections of the run's last complete export, checked and read under its writer lock."""
+    try:
+        record = read_export(run_dir)
+    except OutputError as e:
+        raise PublishError(str(e)) from None
+    if record is None:
+        if (run_dir / "summary.json").is_file() or (run_dir / "crome.duckdb").is_file():
+            raise PublishError(f"{run_dir} was written by an older crome (it has no .crome.json export record): re-run the "
+                               "same `crome build` to re-export it (every oracle call replays from its cache; nothing is paid)")
+        raise PublishError(f"{run_dir} is not a run folder: expected the --out folder of `crome build`, `crome merge` or `crome filter`")
+    if record.kind not in RUN_KINDS:
+        raise PublishError(f"{run_dir} is a folder `{record.written_by}` wrote, not a run: publish the run folder itself")
+    try:
+        with folder_lock(run_dir, LOCK_FILE, what="run"):
+            record = read_export(run_dir, hashes=True)  # again, under the lock, every byte checked
+            if "summary.json" not in record.files:
+                raise PublishError(f"{run_dir}: its export has no summary.json; re-run the `{record.written_by}` that wrote it")
+            summary = read_summary(run_dir / "summary.json")
+            data = sorted(record.paths(r"data/[^/]+\.parquet"))
+            if not data:
+                raise PublishError(f"{run_dir}: its export has no data/*.parquet; re-run the `{record.written_by}` that wrote it")
+            rows = read_rows(data)
+            rejections = rejection_counts(run_dir / "rejections.parquet" if "rejections.parquet" in record.files else None, summary)
+            unfinished = _unfinished_build(run_dir) if record.kind == "run" else None
+    except OutputError as e:
+        raise PublishError(str(e)) from None
+    return RunExport(summary=summary, rows=rows, rejections=rejections, export_id=record.id, warnings=[unfinished] if unfinished else [])
 
 
 def resolve_license(summary: dict[str, Any], requested: str | None) -> tuple[str, list[str]]:
@@ -203,16 +205,17 @@ def stage_release(
     seed: int | None = None,
     license: str | None = None,
     max_shard_size: str | int = DEFAULT_MAX_SHARD_SIZE,
+    run: RunExport | None = None,
 ) -> Release:
     """Write the release (shards + README.md) under staging and hash every file."""
     run_dir = Path(run_dir)
-    summary = read_summary(run_dir)
-    rows = read_rows(run_dir)
+    run = run or read_run(run_dir)
+    summary, rows = run.summary, run.rows
     duplicates = sum(n - 1 for n in Counter(r.id for r in rows).values() if n > 1)
     split_seed = int(summary.get("seed") or 0) if seed is None else seed
     splits, split_report, warnings = split_rows(rows, test_fraction, split_seed)
     license_id, license_warnings = resolve_license(summary, license)
-    warnings = license_warnings + warnings
+    warnings = run.warnings + license_warnings + warnings
     status = summary.get("status", "complete")
     if status != "complete":
         warnings.append(f"the build did not complete ({status}): the card says so; rerun `crome build` to finish it")
@@ -227,7 +230,7 @@ def stage_release(
     download_size = sum((staging / p).stat().st_size for f in facts for p in f.files)
     card = render_card(CardInputs(
         repo_id=repo_id, license=license_id, summary=public_summary(summary), splits=facts,
-        download_size=download_size, rejections=rejection_counts(run_dir, summary),
+        download_size=download_size, rejections=run.rejections,
         test_fraction=test_fraction, split_seed=split_seed, split=split_report,
     ))
     # The run dir's absolute location is the one local path a card could pick up from a careless field.
@@ -242,141 +245,57 @@ def stage_release(
     )
 
 
-# ---------------------------------------------------------------- targets
-
-
-def is_local_target(to: str) -> bool:
-    """`./folder`, `/abs/folder`, `~/x`, `file://...` are folders; `ORG/NAME` and `hf://datasets/ORG/NAME` are Hub repos."""
-    if to.startswith("hf://"):
-        return False
-    if to.startswith((".", "/", "~", "file://")) or "\\" in to:
-        return True
-    return to.count("/") != 1
-
-
-def hub_repo_id(to: str) -> str:
-    repo_id = to.removeprefix("hf://").removeprefix("datasets/").strip("/")
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as e:
-        raise PublishError(f"--to {to!r} is not a Hub dataset id ORG/NAME: {e}") from None
-    if "/" not in repo_id:
-        raise PublishError(f"--to {to!r}: give the Hub id as ORG/NAME (or ./{to} for a local folder)")
-    return repo_id
-
-
-def sync_to_folder(release: Release, folder: Path) -> SyncResult:
-    """Make folder hold exactly the release's files (other files than README.md and shards are left alone)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    result = SyncResult(target=str(folder))
-    for path, staged in release.files.items():
-        dest = folder / path
-        if dest.is_file():
-            if file_sha256(str(dest)) == staged.sha256:
-                result.unchanged.append(path)
-                continue
-            result.updated.append(path)
-        else:
-            result.added.append(path)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + ".tmp")
-        shutil.copyfile(release.root / path, tmp)
-        os.replace(tmp, dest)
-    data = folder / "data"
-    if data.is_dir():
-        for f in sorted(data.iterdir()):
-            path = f"data/{f.name}"
-            if SHARD_RE.match(path) and path not in release.files:
-                f.unlink()
-                result.deleted.append(path)
-    return result
-
-
-def _remote_matches(remote: Any, staged: StagedFile) -> bool:
-    lfs = getattr(remote, "lfs", None)
-    if lfs is not None:
-        return lfs.sha256 == staged.sha256
-    return remote.blob_id == staged.git_sha1
-
-
-def sync_to_hub(release: Release, repo_id: str, *, private: bool = False, revision: str | None = None, api: Any = None) -> SyncResult:
-    """One commit with the changed files and the stale shards deleted; no commit when nothing changed.
-
-    The token comes from HF_TOKEN or the user's saved login, resolved by huggingface_hub; it is never printed.
-    """
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
-    from huggingface_hub.hf_api import RepoFile
-
-    api = api or HfApi()
-    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    if revision and revision != "main":
-        api.create_branch(repo_id, repo_type="dataset", branch=revision, exist_ok=True)
-    # Compare against one fixed commit and commit on top of it, so a concurrent push fails instead of mixing.
-    parent = api.repo_info(repo_id, repo_type="dataset", revision=revision).sha
-    remote = {
-        f.path: f
-        for f in api.list_repo_tree(repo_id, repo_type="dataset", revision=parent or revision, recursive=True)
-        if isinstance(f, RepoFile)
-    }
-    result = SyncResult(target=f"hf://datasets/{repo_id}" + (f"@{revision}" if revision else ""))
-    operations: list[Any] = []
-    for path, staged in release.files.items():
-        if path in remote and _remote_matches(remote[path], staged):
-            result.unchanged.append(path)
-            continue
-        (result.updated if path in remote else result.added).append(path)
-        operations.append(CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(release.root / path)))
-    for path in sorted(remote):
-        if SHARD_RE.match(path) and path not in release.files:
-            result.deleted.append(path)
-            operations.append(CommitOperationDelete(path_in_repo=path))
-    if operations:
-        info = api.create_commit(
-            repo_id, operations=operations, commit_message=release.commit_message(),
-            repo_type="dataset", revision=revision, parent_commit=parent,
-        )
-        result.commit_url = getattr(info, "commit_url", None)
-    return result
-
-
 def publish(
     run_dir: Path | str,
     to: str,
     *,
-    private: bool = False,
+    private: bool = True,
     revision: str | None = None,
     test_fraction: float = 0.0,
     seed: int | None = None,
     license: str | None = None,
     repo_id: str | None = None,
     max_shard_size: str | int = DEFAULT_MAX_SHARD_SIZE,
+    overwrite_card: bool = False,
+    announce: Callable[[str], None] = lambda message: None,
     api: Any = None,
 ) -> tuple[Release, SyncResult]:
-    """Publish RUN_DIR to a Hub repo (ORG/NAME) or a local folder laid out as on the Hub."""
+    """Publish RUN_DIR to a Hub repo (ORG/NAME, private unless `private=False`) or a local folder laid out as on the Hub.
+
+    `announce` hears which target was chosen before anything is read or written.
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise PublishError(f"run dir {run_dir} does not exist")
+        raise PublishError(f"run dir {run_dir} does not exist" if not run_dir.exists() else f"{run_dir} is a file; expected a run folder")
     local = is_local_target(to)
     if local:
-        folder = Path(to.removeprefix("file://")).expanduser()
+        folder = local_folder(to)
         if folder.resolve() == run_dir.resolve():
             raise PublishError("--to is the run dir itself: publish to another folder")
         # The card's snippets name a Hub id; a folder has none until pushed, so say which.
         card_repo = repo_id or f"ORG/{folder.resolve().name}"
+        announce(f"publishing to the local folder {folder} (a Hub repo is given as ORG/NAME)")
     else:
         card_repo = hub_repo_id(to)
         if repo_id and repo_id != card_repo:
             raise PublishError(f"--repo-id {repo_id} differs from --to {to}")
+        visibility = "private" if private else "public"
+        announce(f"publishing to the Hub dataset repo {card_repo}, {visibility} if it is created "
+                 f"({'--public' if private else '--private'} for {'public' if private else 'private'}; a local folder is ./{to})")
+    run = read_run(run_dir)
     with tempfile.TemporaryDirectory(prefix="crome-publish-") as tmp:
         release = stage_release(
             run_dir, Path(tmp), repo_id=card_repo, test_fraction=test_fraction, seed=seed,
-            license=license, max_shard_size=max_shard_size,
+            license=license, max_shard_size=max_shard_size, run=run,
         )
         if local:
-            result = sync_to_folder(release, folder)
+            result = sync_to_folder(release, folder, overwrite_card=overwrite_card)
         else:
-            result = sync_to_hub(release, card_repo, private=private, revision=revision, api=api)
+            result = sync_to_hub(release, card_repo, private=private, revision=revision, overwrite_card=overwrite_card, api=api)
     return release, result
+
+
+__all__ = [
+    "CARD", "DEFAULT_MAX_SHARD_SIZE", "SHARD_RE", "PublishError", "Release", "RunExport", "StagedFile", "SyncResult",
+    "in_test_split", "is_local_target", "publish", "read_run", "split_rows", "stage_release",
+]

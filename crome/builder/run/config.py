@@ -24,6 +24,8 @@ class BuildConfig(BaseModel):
     mapping: dict[str, str] | None = Field(default=None, description="explicit column mapping, e.g. prompt=question")
     limit: int | None = Field(default=None, ge=1, description="read at most N source rows")
     shard: tuple[int, int] | None = Field(default=None, description="(i, N): build only the i-th of N slices by source id")
+    # One outsized answer can cost more than the rest of a build: longer ones are quarantined (answer_too_long).
+    max_answer_chars: int = Field(default=100_000, ge=1, description="quarantine a pair whose chosen or rejected answer is longer")
 
     # --- oracle
     oracle: str = "rules"

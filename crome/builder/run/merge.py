@@ -13,8 +13,7 @@ The summary gains a `shards` section: each shard's counts and spend (from its st
 from __future__ import annotations
 
 import json
-import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,9 @@ from crome.schemas.calls import OracleRequest, OracleResponse
 from crome.builder.run.pipeline import BuildResult, Progress, build, read_source, source_fingerprint
 from crome.builder.sources import SourceError
 from crome.builder.run.status import spend
+from crome.builder.run.export import RUN_LAYOUT
 from crome.builder.store import CallRecord, RunStore, RunStoreError
+from crome.outputs import OutputError, claim, read_export
 
 # How each process ran, not what it built: shards may differ in these.
 EXECUTION_OPTIONS = frozenset(
@@ -48,11 +49,20 @@ class Shard:
 
 
 def read_shard(path: Path) -> Shard:
-    for name in ("config.json", "summary.json"):
-        if not (path / name).exists():
-            raise MergeError(f"{path}: no {name}; is it the output directory of `crome build --shard i/N`?")
-    options = json.loads((path / "config.json").read_text())
+    """A shard's options and summary, from its last complete export (the files of one build)."""
+    try:
+        record = read_export(path)
+    except OutputError as exc:
+        raise MergeError(str(exc)) from None
+    if record is None:
+        if not (path / "summary.json").exists():
+            raise MergeError(f"{path}: no summary.json; is it the output directory of `crome build --shard i/N`?")
+        raise MergeError(f"{path} was written by an older crome (no .crome.json): re-run its `crome build --shard ...` "
+                         "to re-export it (every call replays from its cache)")
+    if "summary.json" not in record.files:
+        raise MergeError(f"{path}: not the output directory of `crome build --shard i/N` (its export has no summary.json)")
     summary = json.loads((path / "summary.json").read_text())
+    options = summary.get("options") or {}
     shard = options.get("shard")
     if not shard:
         raise MergeError(f"{path}: not a shard (built without --shard i/N)")
@@ -61,7 +71,7 @@ def read_shard(path: Path) -> Shard:
     try:
         with RunStore.open(path, read_only=True) as store:
             source = store.get_meta("source") or {}
-    except RunStoreError as exc:
+    except (RunStoreError, FileNotFoundError) as exc:
         raise MergeError(f"{path}: {exc}") from None
     return Shard(path=path, index=int(shard[0]), count=int(shard[1]), options=options, summary=summary, source=source)
 
@@ -99,7 +109,8 @@ class ReplayOracle:
 
     def __init__(self, spec: str, failed: dict[str, CallRecord]):
         self.provider, self.model = parse_oracle_spec(spec)
-        self.capabilities = oracle_class(self.provider).capabilities
+        # Calls nothing, so costs nothing: no estimate, no budget.
+        self.capabilities = replace(oracle_class(self.provider).capabilities, priced=False)
         self.failed = failed
         self.misses = 0
 
@@ -185,8 +196,11 @@ def merge(
     spec = source or shards[0].source.get("spec")
     if not spec:
         raise MergeError("the shards do not record where their source is: pass it with --source")
-    fields = {k: v for k, v in options.items() if k in BuildConfig.model_fields and k not in {"source", "out", "templates_dir"}}
+    # How the merge runs is its own business: it calls nothing, so no budget applies.
+    fields = {k: v for k, v in options.items()
+              if k in BuildConfig.model_fields and k not in {"source", "out", "templates_dir", "max_cost", "base_url"}}
     cfg = BuildConfig(**fields, source=spec, out=str(out), templates_dir=templates_dir)
+    claim(out, RUN_LAYOUT, "crome merge", create=False)  # before reading anything: a folder that is not ours stops here
     try:
         pairs, quarantined, info = read_source(cfg)
     except (SourceError, OSError) as exc:
@@ -195,19 +209,17 @@ def merge(
     if expected is not None and source_fingerprint(pairs, info) != expected:
         raise MergeError(f"the source at {spec} is not the data the shards were built from (its pairs differ)")
 
+    claim(out, RUN_LAYOUT, "crome merge")
     failed, _ = _import_calls(shards, out)
     oracle = None if cfg.is_rules else ReplayOracle(cfg.oracle, failed)
-    result = build(cfg, progress, oracle, source=(pairs, quarantined, info))
-    summary = result.summary
-    summary["shards"] = _shard_report(shards)
-    if oracle is not None and oracle.misses:
-        summary["shards"]["replay_misses"] = oracle.misses
-    tmp = out / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
-    os.replace(tmp, out / "summary.json")
-    with RunStore.open(out) as store:
-        store.set_meta("summary", summary)
-    return result
+    report = _shard_report(shards)
+
+    def finish(summary: dict[str, Any], builder: Any) -> None:
+        summary["shards"] = report
+        if oracle is not None and oracle.misses:
+            summary["shards"]["replay_misses"] = oracle.misses
+
+    return build(cfg, progress, oracle, source=(pairs, quarantined, info), writer="crome merge", finish=finish)
 
 
 __all__ = ["EXECUTION_OPTIONS", "MergeError", "ReplayOracle", "check_shards", "merge", "read_shard"]

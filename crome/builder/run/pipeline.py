@@ -20,7 +20,7 @@ from typing import Any, Callable
 from crome.builder.oracles import get_oracle
 from crome.builder.oracles.base import Oracle, SystematicOracleError
 from crome.builder.run.config import BuildConfig, display_source
-from crome.builder.run.export import export
+from crome.builder.run.export import RUN_LAYOUT, export
 from crome.builder.run.generate import BatchPending, BuildStopped, CachedGenerate
 from crome.builder.run.progress import ProgressFile
 from crome.builder.run.summary import build_summary
@@ -35,6 +35,7 @@ from crome.builder.stages.rubrics import RubricsStage
 from crome.builder.stages.validate import ValidateStage
 from crome.builder.stages.verify import VerifyStage
 from crome.builder.store import RunStore
+from crome.outputs import Folder, atomic_write, claim, recover
 from crome.prompts import UnknownTemplateError, load_template
 from crome.schemas import DatasetRow, Quarantined, Rejection, SourcePair
 from crome.schemas.hashing import short_id, stable_hash
@@ -71,6 +72,13 @@ class Progress:
     start: Callable[[int], None] = lambda total: None
     advance: Callable[[dict], None] = lambda stats: None
     stage: Callable[[str], None] = lambda name: None
+    estimate: Callable[[dict], None] = lambda summary: None  # a paid build's estimate, before its first call
+
+
+def make_oracle(cfg: BuildConfig) -> Oracle:
+    options = {"base_url": cfg.base_url, "concurrency": cfg.concurrency, "rpm": cfg.rpm, "tpm": cfg.tpm,
+               "timeout": cfg.timeout, "schema_mode": cfg.schema_mode}
+    return get_oracle(cfg.oracle, **options)
 
 
 def in_shard(source_id: str, shard: tuple[int, int] | None) -> bool:
@@ -82,7 +90,8 @@ def in_shard(source_id: str, shard: tuple[int, int] | None) -> bool:
 
 def read_source(cfg: BuildConfig) -> tuple[list[SourcePair], list[Quarantined], dict[str, Any]]:
     """All source pairs (a shard draws irrelevant prompts from the whole set), this shard's quarantines, source info."""
-    loaded = load_source(cfg.source, split=cfg.split, config=cfg.config_name, revision=cfg.revision, mapping=cfg.mapping, limit=cfg.limit)
+    loaded = load_source(cfg.source, split=cfg.split, config=cfg.config_name, revision=cfg.revision, mapping=cfg.mapping, limit=cfg.limit,
+                         max_answer_chars=cfg.max_answer_chars)
     pairs = list(loaded.pairs)
     quarantined = [q for q in loaded.quarantined if cfg.shard is None or q.row % cfg.shard[1] == cfg.shard[0]]
     info = {"name": display_source(cfg.source), "shape": loaded.shape, "hub_id": loaded.hub_id, "license": loaded.license,
@@ -96,9 +105,7 @@ class Builder:
         self.store = store
         self.progress = progress or Progress()
         self.progress_file = ProgressFile(Path(cfg.out))
-        options = {"base_url": cfg.base_url, "concurrency": cfg.concurrency, "rpm": cfg.rpm, "tpm": cfg.tpm,
-                   "timeout": cfg.timeout, "schema_mode": cfg.schema_mode}
-        self.oracle = oracle if oracle is not None else get_oracle(cfg.oracle, **options)
+        self.oracle = oracle if oracle is not None else make_oracle(cfg)
         if cfg.verify is None:  # the default follows the oracle actually used: judges verify, rules cannot
             self.cfg = cfg = cfg.model_copy(update={"verify": self.oracle.capabilities.verify})
         self.templates = {task: self._template(cfg.templates.get(task, task)) for task in TASKS}
@@ -222,7 +229,9 @@ class Builder:
         return stopped
 
     # -- the whole build ------------------------------------------------------------------
-    def run(self, pairs: list[SourcePair], quarantined: list[Quarantined], source_info: dict[str, Any], started: float) -> BuildResult:
+    def run(self, pairs: list[SourcePair], quarantined: list[Quarantined], source_info: dict[str, Any], started: float,
+            owned: Folder, writer: str = "crome build", finish: Callable[[dict, "Builder"], None] | None = None) -> BuildResult:
+        """Build every pair and export into `owned` (the run folder); `finish` may add to the summary first (merge)."""
         cfg = self.cfg
         self.setup(pairs)
         if self.batch is not None:
@@ -248,8 +257,9 @@ class Builder:
             rejections=rejections, source_info=source_info, stopped=stopped, seconds=time.perf_counter() - started,
             stats=self.generate.stats, store=self.store, batch=self.batch.report() if self.batch is not None else None,
         )
-        self.progress_file.stage("export")
-        export(self.store, Path(cfg.out), rows, rejections, summary)
+        if finish is not None:
+            finish(summary, self)
+        export(self.store, owned, rows, rejections, summary, writer=writer, stage=self.progress_file.stage)
         self.progress_file.update(stage="done", status=summary["status"], force=True)
         return BuildResult(Path(cfg.out), summary, len(rows), stopped)
 
@@ -272,22 +282,30 @@ def build(
     *,
     source: tuple[list[SourcePair], list[Quarantined], dict[str, Any]] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    writer: str = "crome build",
+    finish: Callable[[dict, Builder], None] | None = None,
 ) -> BuildResult:
     """Run (or resume) a build; `oracle` replaces the one named by cfg.oracle (tests, custom backends).
 
-    `source` is `read_source(cfg)` already done (a merge reads it once to check it).
+    `source` is `read_source(cfg)` already done (a merge reads it once to check it). The output
+    folder must be new, empty or a run folder (crome.outputs); it is checked before anything is
+    read and created only once the source has been read, so a bad source or folder leaves nothing.
     """
     started = time.perf_counter()
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    claim(out, RUN_LAYOUT, writer, create=False)
+    oracle = oracle if oracle is not None else make_oracle(cfg)  # an unknown oracle or a missing key: nothing created yet
+    pairs, quarantined, source_info = source if source is not None else read_source(cfg)
+    claim(out, RUN_LAYOUT, writer)
     with RunStore.open(out) as store:
-        pairs, quarantined, source_info = source if source is not None else read_source(cfg)
+        owned = claim(out, RUN_LAYOUT, writer)  # read again under the run lock: another writer may have exported
+        recover(owned)
         mine = [p for p in pairs if in_shard(p.source_id, cfg.shard)]
         store.replace_sources(mine)
         store.replace_quarantined(quarantined)
         # The local store (never published) remembers where the source was, for `crome merge`.
         store.set_meta("source", {"spec": source_spec(cfg.source), "fingerprint": source_fingerprint(pairs, source_info)})
-        (out / "config.json").write_text(json.dumps(cfg.public_options(), indent=2) + "\n")
+        atomic_write(out / "config.json", lambda p: p.write_text(json.dumps(cfg.public_options(), indent=2) + "\n"))
         if not cfg.batch and not cfg.dry_run:
             from crome.builder.run.batch import live_jobs
 
@@ -299,22 +317,27 @@ def build(
                     "re-run with --batch to collect them first (`crome status` shows them)"
                 )
         builder = Builder(cfg, store, progress, oracle)
-        if cfg.dry_run:
+        if cfg.dry_run or builder.oracle.capabilities.priced:
             from crome.builder.run.estimate import estimate
 
             builder.setup(pairs)
-            summary = estimate(builder.stages, mine, store, builder.oracle, batch=cfg.batch)
+            summary = estimate(builder.stages, mine, store, builder.oracle, batch=cfg.batch, max_cost=cfg.max_cost)
             summary.update(source=source_info, quarantined=len(quarantined))
-            return BuildResult(out, summary, 0, "dry_run")
+            if cfg.dry_run:
+                return BuildResult(out, summary, 0, "dry_run")
+            builder.progress.estimate(summary)
+            if summary["over_budget"] and next(store.iter_artifacts("batch_job"), None) is None:
+                # Before the first call (a batch build: before its first job): nothing is spent.
+                return BuildResult(out, summary, 0, "estimate_over_budget")
         try:
-            result = builder.run(pairs, quarantined, source_info, started)
+            result = builder.run(pairs, quarantined, source_info, started, owned, writer, finish)
             while cfg.batch_wait and result.stopped == "batch_pending" and builder.batch is not None:
                 builder.progress.stage(f"batch: waiting for {len(builder.batch.live())} job(s)")
                 builder.batch.wait(cfg.poll_interval, sleep)
                 builder.batch.backend.close()
                 # A fresh builder per pass: the rubric memo and the call counts belong to one pass.
                 builder = Builder(cfg, store, progress, builder.oracle)
-                result = builder.run(pairs, quarantined, source_info, started)
+                result = builder.run(pairs, quarantined, source_info, started, owned, writer, finish)
         finally:
             if builder.batch is not None:
                 builder.batch.backend.close()

@@ -19,6 +19,7 @@ QUARANTINE_REASONS: dict[str, str] = {
     "bad_json": "the line is not valid JSON",
     "bad_row": "the row is not an object",
     "invalid_pair": "the normalised pair failed schema validation",
+    "answer_too_long": "an answer is longer than the limit (build option --max-answer-chars, default 100,000 characters)",
 }
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import logging
 import os
 import re
 import sys
 import zlib
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,8 @@ def _read_jsonl(path: Path, name: str, opener: Callable[..., Any] = open) -> Ite
                     row = json.loads(line)
                 except json.JSONDecodeError as e:
                     row = _Unreadable("bad_json", f"line {lineno} is not valid JSON ({e.msg})")
+                except RecursionError:
+                    row = _Unreadable("bad_json", f"line {lineno} nests lists or objects deeper than a JSON reader can follow")
                 yield index, row
                 index += 1
     except _READ_ERRORS as e:
@@ -64,6 +68,8 @@ def _read_json(path: Path, name: str) -> Iterator[tuple[int, Any]]:
             data = json.load(f)
     except json.JSONDecodeError as e:
         raise SourceError(f"cannot read {name}: not valid JSON (line {e.lineno}: {e.msg})") from None
+    except RecursionError:
+        raise SourceError(f"cannot read {name}: it nests lists or objects deeper than a JSON reader can follow") from None
     except _READ_ERRORS as e:
         raise SourceError(f"cannot read {name}: {e}") from None
     if not isinstance(data, list):
@@ -99,7 +105,23 @@ def _read_csv(path: Path, name: str) -> Iterator[tuple[int, Any]]:
         raise SourceError(f"cannot read {name}: {e}") from None
 
 
-def _read_datasets(spec: str, name: str, split: str | None, config: str | None, revision: str | None) -> Iterator[tuple[int, Any]]:
+@contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    """`datasets` logs its own copy of an error before raising it: the user gets ours, one line."""
+    import datasets
+
+    level = datasets.logging.get_verbosity()
+    if logging.getLogger().isEnabledFor(logging.DEBUG):  # crome -v: everything
+        yield
+        return
+    datasets.logging.set_verbosity(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        datasets.logging.set_verbosity(level)
+
+
+def _read_datasets(spec: str, name: str, split: str | None, config: str | None, revision: str | None, *, folder: bool = False) -> Iterator[tuple[int, Any]]:
     """Rows of a Hub dataset (or a local dataset folder) through `datasets.load_dataset`, streamed."""
     import datasets
 
@@ -110,23 +132,26 @@ def _read_datasets(spec: str, name: str, split: str | None, config: str | None, 
         kwargs["split"] = split
     if revision is not None:
         kwargs["revision"] = revision
-    try:
-        ds = datasets.load_dataset(spec, **kwargs)
-    except Exception as e:  # datasets raises many unrelated types (network, config, file); all mean "cannot load"
-        raise SourceError(f"cannot load {name} with datasets.load_dataset: {_first_line(e)}") from None
-    if isinstance(ds, Mapping):
-        splits = list(ds)
-        if "train" in ds or len(splits) == 1:
-            ds = ds["train" if "train" in ds else splits[0]]
-        else:
-            raise SourceError(f"{name} has splits: {', '.join(splits)}; choose one with split (--split)")
-    try:
-        for index, row in enumerate(ds):
-            yield index, row
-    except SourceError:
-        raise
-    except Exception as e:  # a streamed read can fail at any row (network, corrupt shard)
-        raise SourceError(f"cannot read {name}: {_first_line(e)}") from None
+    what = f"the folder {name} (expected {FILE_TYPES} files of preference rows)" if folder else name
+    with _quiet_datasets():
+        try:
+            ds = datasets.load_dataset(spec, **kwargs)
+        except Exception as e:  # datasets raises many unrelated types (network, config, file); all mean "cannot load"
+            verb = "read" if folder else "load"
+            raise SourceError(f"cannot {verb} {what}{'' if folder else ' with datasets.load_dataset'}: {_first_line(e)}") from None
+        if isinstance(ds, Mapping):
+            splits = list(ds)
+            if "train" in ds or len(splits) == 1:
+                ds = ds["train" if "train" in ds else splits[0]]
+            else:
+                raise SourceError(f"{name} has splits: {', '.join(splits)}; choose one with split (--split)")
+        try:
+            for index, row in enumerate(ds):
+                yield index, row
+        except SourceError:
+            raise
+        except Exception as e:  # a streamed read can fail at any row (network, corrupt shard, a file that is not data)
+            raise SourceError(f"cannot read {what}: {_first_line(e)}") from None
 
 
 def _display_name(path: Path) -> str:
@@ -140,7 +165,7 @@ def _open(spec: str, split: str | None, config: str | None, revision: str | None
     spec = str(spec)
     path = Path(spec).expanduser()
     if path.is_dir():
-        return path.resolve().name, None, _read_datasets(str(path), path.resolve().name, split, config, revision)
+        return path.resolve().name, None, _read_datasets(str(path), path.resolve().name, split, config, revision, folder=True)
     if path.exists():
         name = _display_name(path)
         lower = path.name.lower()

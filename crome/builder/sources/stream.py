@@ -73,9 +73,13 @@ class SourceStream(Iterator[Item]):
         revision: str | None = None,
         mapping: str | Mapping[str, str] | None = None,
         limit: int | None = None,
+        max_answer_chars: int | None = None,
     ) -> None:
         if limit is not None and limit < 1:
             raise SourceError(f"limit must be at least 1, got {limit}")
+        if max_answer_chars is not None and max_answer_chars < 1:
+            raise SourceError(f"max_answer_chars must be at least 1, got {max_answer_chars}")
+        self.max_answer_chars = max_answer_chars
         self.spec = str(spec)
         self.split, self.config, self.revision = split, config, revision
         columns = parse_mapping(mapping) if mapping is not None else None
@@ -146,11 +150,13 @@ class SourceStream(Iterator[Item]):
                 items = [Quarantined(row=index, reason="bad_row", detail=f"row is {_kind(row)}, expected an object")]
             else:
                 try:
-                    items = list(self._normalise(row, index))
+                    items = [self._size_guard(item) for item in self._normalise(row, index)]
                 except _Reject as e:
                     items = [Quarantined(row=index, reason=e.reason, detail=e.detail)]
                 except ValidationError as e:  # a check above missed a schema rule: record it, keep going
                     items = [Quarantined(row=index, reason="invalid_pair", detail=_first_line(e))]
+                except RecursionError:
+                    items = [Quarantined(row=index, reason="bad_row", detail="the row nests lists or objects too deeply to read")]
             for item in items:
                 if isinstance(item, Quarantined):
                     self.quarantined += 1
@@ -158,6 +164,18 @@ class SourceStream(Iterator[Item]):
                 else:
                     self.pairs += 1
                 yield item
+
+    def _size_guard(self, item: Item) -> Item:
+        """A pair with an answer over max_answer_chars becomes a quarantine: one outsized answer can cost more than a whole build."""
+        limit = self.max_answer_chars
+        if limit is None or not isinstance(item, SourcePair):
+            return item
+        for side in ("chosen", "rejected"):
+            n = len(getattr(item, side).content)
+            if n > limit:
+                return Quarantined(row=item.row, reason="answer_too_long",
+                                   detail=f"the {side} answer has {n:,} characters, over the limit of {limit:,} (--max-answer-chars)")
+        return item
 
     def __iter__(self) -> "SourceStream":
         return self
@@ -185,9 +203,11 @@ def iter_source(
     revision: str | None = None,
     mapping: str | Mapping[str, str] | None = None,
     limit: int | None = None,
+    max_answer_chars: int | None = None,
 ) -> SourceStream:
     """Stream a source as `SourcePair | Quarantined`, in source order; raises `SourceError` at once if unreadable."""
-    return SourceStream(spec, split=split, config=config, revision=revision, mapping=mapping, limit=limit)
+    return SourceStream(spec, split=split, config=config, revision=revision, mapping=mapping, limit=limit,
+                        max_answer_chars=max_answer_chars)
 
 
 @dataclass
@@ -212,11 +232,13 @@ def load_source(
     revision: str | None = None,
     mapping: str | Mapping[str, str] | None = None,
     limit: int | None = None,
+    max_answer_chars: int | None = None,
 ) -> LoadResult:
     """`iter_source` collected into a `LoadResult`."""
     pairs: list[SourcePair] = []
     quarantined: list[Quarantined] = []
-    with iter_source(spec, split=split, config=config, revision=revision, mapping=mapping, limit=limit) as stream:
+    with iter_source(spec, split=split, config=config, revision=revision, mapping=mapping, limit=limit,
+                     max_answer_chars=max_answer_chars) as stream:
         for item in stream:
             (quarantined if isinstance(item, Quarantined) else pairs).append(item)
     return LoadResult(

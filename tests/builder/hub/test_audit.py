@@ -10,10 +10,11 @@ from html.parser import HTMLParser
 import duckdb
 import pyarrow.parquet as pq
 import pytest
-from helpers_runs import make_run
+from helpers_runs import make_run, rewrite_export
 from typer.testing import CliRunner
 
-from crome.builder.hub.audit import AuditError, audit, resolve, run_query
+from crome.builder.hub.audit import AuditError, audit, resolve
+from crome.builder.hub.query import run_query
 from crome.builder.hub.audit_html import render_html
 from crome.builder.hub.publish import publish
 from crome.cli import app
@@ -96,7 +97,7 @@ def test_duplicates_count_repeats_identical_sides_and_dropped_candidates(tmp_pat
     same = DatasetRow.make(prompt=[user("Say hi.")], chosen="Hi!", rejected="Hi!", preference=1.0, kind="original",
                            augmentation="original", source_id="sha256:x", provenance=prov)
     rows = run.rows + [run.rows[0], same]  # the first row published twice, and a pair with identical answers
-    pq.write_table(to_table(rows, DatasetRow), run.path / "data/train-00000-of-00001.parquet")
+    rewrite_export(run.path, {"data/train-00000-of-00001.parquet": lambda p: pq.write_table(to_table(rows, DatasetRow), p)})
     dup = _by(audit(run.path, samples=0).section("duplicates").records(), "kind")
     assert (dup["original"]["rows"], dup["original"]["repeated_ids"], dup["original"]["identical_answers"]) == (8, 1, 1)
     assert dup["original"]["repeated_answer_pairs"] == 2  # the twice-published row, both copies
@@ -164,10 +165,9 @@ def test_hf_path_without_httpfs_says_so(monkeypatch):
 
 
 def test_user_sql_reads_the_pairs_view(run):
-    columns, rows = run_query(run.path, "SELECT kind, count(*) AS n FROM pairs GROUP BY kind ORDER BY kind")
-    assert columns == ["kind", "n"] and rows == [("causal", 9), ("neutral", 6), ("original", 6)]
-    _, rows = run_query(run.path, "SELECT count(*) FROM rejections WHERE stage = 'dedup'")
-    assert rows == [(2,)]
+    result = run_query(run.path, "SELECT kind, count(*) AS n FROM pairs GROUP BY kind ORDER BY kind")
+    assert result.columns == ["kind", "n"] and result.rows == [("causal", 9), ("neutral", 6), ("original", 6)]
+    assert run_query(run.path, "SELECT count(*) FROM rejections WHERE stage = 'dedup'").rows == [(2,)]
 
 
 @pytest.mark.parametrize("sql, keyword", [
@@ -198,7 +198,7 @@ def test_select_cannot_reach_files_outside_the_dataset(run, tmp_path):
 def test_cli_sql_refusal_and_json(run):
     runner = CliRunner()
     refused = runner.invoke(app, ["audit", str(run.path), "--sql", "DELETE FROM pairs"])
-    assert refused.exit_code == 1 and "refused" in refused.output and "DELETE" in refused.output
+    assert refused.exit_code == 2 and "refused" in refused.output and "DELETE" in refused.output
     ok = runner.invoke(app, ["audit", str(run.path), "--sql", "SELECT kind, count(*) AS n FROM pairs GROUP BY kind ORDER BY kind", "--json"])
     assert ok.exit_code == 0 and json.loads(ok.stdout) == [{"kind": "causal", "n": 9}, {"kind": "neutral", "n": 6}, {"kind": "original", "n": 6}]
 
@@ -255,6 +255,6 @@ def test_render_html_escapes_answer_text(run, tmp_path):
     evil = DatasetRow.make(prompt=[user("<script>alert(1)</script>")], chosen="<img src=x onerror=alert(1)>",
                            rejected="fine", preference=1.0, kind="original", augmentation="original",
                            source_id="sha256:y", provenance=prov)
-    pq.write_table(to_table([evil], DatasetRow), run.path / "data/train-00000-of-00001.parquet")
+    rewrite_export(run.path, {"data/train-00000-of-00001.parquet": lambda p: pq.write_table(to_table([evil], DatasetRow), p)})
     html = render_html(audit(run.path, samples=1))
     assert "<script>" not in html and "<img" not in html and "&lt;img src=x" in html

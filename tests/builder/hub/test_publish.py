@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from helpers_runs import make_run
+from helpers_runs import make_run, rewrite_export
 from typer.testing import CliRunner
 
 from crome import __version__
@@ -29,8 +29,9 @@ def _offline(monkeypatch):
 
 
 def _files(folder: Path) -> dict[str, str]:
+    """The published files (crome's bookkeeping, .crome.json and .crome.lock, aside)."""
     return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+            for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".crome")}
 
 
 def _front_matter(readme: str) -> dict:
@@ -82,8 +83,8 @@ def test_split_is_seeded_and_independent_of_row_order(tmp_path):
     publish(run.path, str(tmp_path / "a"), test_fraction=0.25, repo_id="acme/x")
 
     # Same rows written in reverse order: byte-identical release.
-    shard = run.path / "data" / "train-00000-of-00001.parquet"
-    pq.write_table(to_table(list(reversed(run.rows)), DatasetRow), shard)
+    rewrite_export(run.path, {"data/train-00000-of-00001.parquet":
+                              lambda p: pq.write_table(to_table(list(reversed(run.rows)), DatasetRow), p)})
     publish(run.path, str(tmp_path / "b"), test_fraction=0.25, repo_id="acme/x")
     assert _files(tmp_path / "a") == _files(tmp_path / "b")
 
@@ -181,7 +182,7 @@ def test_published_files_hold_no_local_path_and_no_secret(tmp_path, monkeypatch)
         "hf_token": "hf_plantedTokenValue123456",
     })
     run.summary["source"]["name"] = str(tmp_path / "sources" / "train_clean.jsonl")
-    (run.path / "summary.json").write_text(json.dumps(run.summary), encoding="utf-8")
+    rewrite_export(run.path, {"summary.json": lambda p: p.write_text(json.dumps(run.summary), encoding="utf-8")})
     out = tmp_path / "pub"
     publish(run.path, str(out))
 
@@ -220,23 +221,29 @@ def test_broken_run_rows_are_refused_with_the_row_named(tmp_path):
     prefs[3] = 0.7
     table = table.set_column(table.schema.get_field_index("preference"), table.schema.field("preference"),
                              pa.array(prefs, pa.float64()))
-    pq.write_table(table, run.path / "data/train-00000-of-00001.parquet")
+    rewrite_export(run.path, {"data/train-00000-of-00001.parquet": lambda p: pq.write_table(table, p)})
     with pytest.raises(PublishError, match=r"row 3 .*preference must be"):
         publish(run.path, str(tmp_path / "out"))
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(PublishError, match="summary.json"):
+    with pytest.raises(PublishError, match="not a run folder"):
         publish(empty, str(tmp_path / "x"))
     with pytest.raises(PublishError, match="run dir itself"):
         publish(run.path, str(run.path))
 
 
 @pytest.mark.parametrize("to, local", [
-    ("./folder", True), ("/abs/folder", True), ("~/x", True), ("folder", True), ("a/b/c", True),
+    ("./folder", True), ("/abs/folder", True), ("~/x", True), ("folder", False), ("a/b/c", False),
     ("acme/crome-uf", False), ("hf://datasets/acme/crome-uf", False),
 ])
 def test_target_kind(to, local):
     assert is_local_target(to) is local
+
+
+def test_an_existing_path_is_a_folder_even_without_dot_slash(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "acme" / "x").mkdir(parents=True)
+    assert is_local_target("acme/x") and not is_local_target("acme/y")
 
 
 # ---------------------------------------------------------------- the Hub boundary
@@ -279,6 +286,13 @@ class FakeHub:
                     info["lfs"] = {"size": len(data), "oid": hashlib.sha256(data).hexdigest(), "pointerSize": 130}
                 yield RepoFile(**info)
 
+        def hf_hub_download(api, repo_id, filename, *, repo_type=None, revision=None, local_dir=None, **kw):
+            hub.calls.append(("hf_hub_download", repo_id, filename, revision))
+            branch = next(b for b in hub.branches if hub.sha(b) == revision)
+            path = Path(local_dir) / filename
+            path.write_bytes(hub.branches[branch][filename])
+            return str(path)
+
         def create_commit(api, repo_id, operations, *, commit_message, repo_type=None, revision=None,
                           parent_commit=None, **kw):
             from huggingface_hub import CommitOperationAdd, CommitOperationDelete
@@ -300,7 +314,7 @@ class FakeHub:
             return type("CommitInfo", (), {"commit_url": f"https://huggingface.co/datasets/{repo_id}/commit/{len(hub.commits)}"})()
 
         for name, fn in (("create_repo", create_repo), ("create_branch", create_branch), ("repo_info", repo_info),
-                         ("list_repo_tree", list_repo_tree), ("create_commit", create_commit)):
+                         ("list_repo_tree", list_repo_tree), ("hf_hub_download", hf_hub_download), ("create_commit", create_commit)):
             monkeypatch.setattr(HfApi, name, fn)
         return self
 
@@ -370,7 +384,7 @@ def test_cli_publish_to_hub_never_prints_the_token(tmp_path, monkeypatch):
     assert second.exit_code == 0 and "unchanged" in second.output and "no commit" in second.output
     assert token not in first.output + second.output
     bad = runner.invoke(app, ["publish", str(run.path), "--to", "acme/bad name"])
-    assert bad.exit_code == 1 and "ORG/NAME" in bad.output
+    assert bad.exit_code == 2 and "ORG/NAME" in bad.output
 
 
 def test_cli_publish_to_folder(tmp_path):
@@ -379,3 +393,26 @@ def test_cli_publish_to_folder(tmp_path):
     assert result.exit_code == 0, result.output
     assert "21 rows (21 train), licence mit" in result.output
     assert (tmp_path / "pub/data/train-00000-of-00001.parquet").is_file()
+
+
+def test_hub_repo_is_private_by_default_and_keeps_a_readme_and_splits_crome_did_not_write(tmp_path, monkeypatch):
+    hub = FakeHub().install(monkeypatch)
+    hub.branches["main"]["README.md"] = b"# Our dataset\n\nWritten by hand on the Hub.\n"
+    hub.branches["main"]["data/validation-00000-of-00001.parquet"] = b"theirs"
+    run = make_run(tmp_path, n_sources=12)
+    said = []
+    release, result = publish(run.path, "acme/crome-uf", announce=said.append)
+    assert ("create_repo", "acme/crome-uf", "dataset", True, True) in hub.calls  # private unless asked otherwise
+    assert said == ["publishing to the Hub dataset repo acme/crome-uf, private if it is created "
+                    "(--public for public; a local folder is ./acme/crome-uf)"]
+    assert result.kept == ["README.md"] and [op[1] for op in hub.commits[0]["ops"]] == ["data/train-00000-of-00001.parquet"]
+    assert hub.branches["main"]["README.md"].startswith(b"# Our dataset")
+    assert hub.branches["main"]["data/validation-00000-of-00001.parquet"] == b"theirs"
+
+    _, forced = publish(run.path, "acme/crome-uf", overwrite_card=True, private=False)
+    assert ("create_repo", "acme/crome-uf", "dataset", False, True) in hub.calls
+    assert forced.updated == ["README.md"] and hub.branches["main"]["README.md"].startswith(b"---\nlicense:")
+    # From now on the card is crome's: a changed run updates it without asking.
+    _, again = publish(run.path, "acme/crome-uf", license="mit")
+    assert again.updated == ["README.md"] and not again.kept
+    assert hub.branches["main"]["data/validation-00000-of-00001.parquet"] == b"theirs"

@@ -295,4 +295,4 @@ def test_batch_needs_an_llm_oracle(tmp_path):
     r = CliRunner().invoke(app, ["build", str(src), "--out", str(tmp_path / "run"), "--batch"])
     assert r.exit_code == 2 and "nothing to batch" in r.output
     r = CliRunner().invoke(app, ["status", str(tmp_path / "nowhere")])
-    assert r.exit_code == 2 and "no run store" in r.output
+    assert r.exit_code == 2 and "nowhere does not exist" in r.output

@@ -148,6 +148,16 @@ def test_max_cost_stops_before_the_budget_and_resumes(tmp_path, server, monkeypa
     src = write_pairs(tmp_path / "pairs.jsonl", n=30)
     out = tmp_path / "run"
     cfg = dict(source=str(src), out=str(out), oracle="openai:gpt-4o-mini")
+    # The estimate passes the cap: the build stops before its first call.
+    stopped = build(BuildConfig(**cfg, max_cost=0.002), oracle=oracle_for("openai", server, concurrency=4))
+    assert stopped.stopped == "estimate_over_budget" and stopped.summary["over_budget"] and server.count() == 0
+    assert stopped.summary["cost_usd"] > 0.002 and len(stopped.summary["top_pairs"]) == 5
+
+    # An estimate can be low (output lengths are guesses): the calls themselves still stop at the cap.
+    import crome.builder.run.estimate as estimate_mod
+
+    real = estimate_mod.estimate
+    monkeypatch.setattr(estimate_mod, "estimate", lambda *a, **kw: {**real(*a, **kw), "cost_usd": 0.0, "over_budget": False})
     s = build(BuildConfig(**cfg, max_cost=0.002), oracle=oracle_for("openai", server, concurrency=4)).summary
     assert s["status"] == "stopped: max_cost" and s["cost_usd"] <= 0.002 and s["counts"]["pending"] > 0
     assert s["accounting"]["balanced"]

@@ -18,6 +18,7 @@ from crome.builder.store import RunStore
 from crome.cli import app
 from crome.schemas import Message, SourcePair
 from fake_llm_server import FakeLLMServer
+from helpers_runs import rewrite_export
 from test_build import write_pairs
 from test_build_llm import responder
 
@@ -138,5 +139,8 @@ def test_merge_refuses_what_is_not_one_complete_set_of_shards(tmp_path):
 
     summary = json.loads((s1 / "summary.json").read_text())
     (s1 / "summary.json").write_text(json.dumps({**summary, "status": "stopped: max_cost"}))
+    with pytest.raises(MergeError, match="summary.json changed after `crome build` wrote it"):
+        merge([s0, s1], tmp_path / "m3")  # a hand-edited shard is not the export its build wrote
+    rewrite_export(s1, {"summary.json": lambda p: p.write_text(json.dumps({**summary, "status": "stopped: max_cost"}))})
     with pytest.raises(MergeError, match="not complete"):
         merge([s0, s1], tmp_path / "m3")
