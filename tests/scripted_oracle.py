@@ -32,8 +32,10 @@ def default_rewrite(req: OracleRequest) -> OracleResponse:
 
 
 def default_verify(req: OracleRequest) -> OracleResponse:
+    """A good judge: the target moved as intended, every other rubric it was asked about stayed the same."""
     target = "worse" if req.context["direction"] == "degrade" else "better"
-    return OracleResponse(status="ok", parsed=Verdict(target=target, others=[RubricChange(rubric="relevance", change="same")], explanation="ok"))
+    others = [RubricChange(rubric=n, change="same") for n in req.validation["other_rubrics"]]
+    return OracleResponse(status="ok", parsed=Verdict(target=target, others=others, explanation="ok"))
 
 
 class ScriptedOracle:

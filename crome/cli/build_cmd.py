@@ -159,6 +159,9 @@ def register(app: typer.Typer) -> None:
         causal: str = typer.Option("degrade,upgrade", help="Causal augmentations to make: degrade, upgrade or both."),
         verify: Optional[bool] = typer.Option(None, "--verify/--no-verify", help="Verify rewrites with the oracle (default: on for LLM oracles, off for rules)."),
         neutral_ratio: float = typer.Option(1.0, "--neutral-ratio", help="IQN neutral pairs per source pair."),
+        neutral_group_size: int = typer.Option(
+            16, "--neutral-group-size", help="IQN ties draw their prompt within fixed random groups of about N source pairs (what a leak-free test split holds out)."
+        ),
         cross_prompt: bool = typer.Option(False, "--cross-prompt", help="Also add RRM-style cross-prompt pairs."),
         concurrency: int = typer.Option(16, help="Oracle calls in flight."),
         rpm: Optional[int] = typer.Option(None, help="Requests per minute limit."),
@@ -192,7 +195,7 @@ def register(app: typer.Typer) -> None:
                 source=source, out=str(out), oracle=oracle, base_url=base_url, split=split, config_name=config,
                 revision=revision, mapping=parse_mapping(mapping), limit=limit, max_answer_chars=max_answer_chars, seed=seed, max_attributes=max_attributes,
                 causal=[c.strip() for c in causal.split(",") if c.strip()], verify=verify, neutral_ratio=neutral_ratio,
-                cross_prompt=cross_prompt, concurrency=concurrency, timeout=timeout, schema_mode=schema_mode, rpm=rpm, tpm=tpm, max_cost=max_cost,
+                neutral_group_size=neutral_group_size, cross_prompt=cross_prompt, concurrency=concurrency, timeout=timeout, schema_mode=schema_mode, rpm=rpm, tpm=tpm, max_cost=max_cost,
                 max_failures=max_failures, dry_run=dry_run, shard=parse_shard(shard), batch=batch, batch_wait=wait,
                 poll_interval=poll_interval,
                 templates={t.partition("@")[0]: t for t in template},

@@ -1,11 +1,12 @@
 """One oracle call as the contract sees it: the request a stage sends and the response it gets back.
 
 A request is what the provider sees (rendered messages, settings, output schema) plus the
-`context` an offline oracle works on directly (never rendered into text). Its cache key is the
-hash the run store files the call under: what the provider sees and only the context fields the
-oracle declares it reads (`Capabilities.context_keys`), so data an LLM never reads (a donor text,
-the seed) cannot make a paid call miss the cache. A response lists every request that was sent
-for it (`sent`): retries and re-asks are billed too, and the spend is their sum.
+`context` an offline oracle works on directly (never rendered into text) and the `validation`
+context its answer is checked with. Its cache key is the hash the run store files the call under:
+what the provider sees and only the context fields the oracle declares it reads
+(`Capabilities.context_keys`), so data an LLM never reads (a donor text, the seed) cannot make a
+paid call miss the cache. A response lists every request that was sent for it (`sent`): retries
+and re-asks are billed too, and the spend is their sum.
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ class OracleRequest:
     # rewrite, the rubric, the side (chosen/rejected), a donor text. Only the fields the oracle
     # declares it reads are part of the cache key.
     context: dict[str, Any] = field(default_factory=dict)
+    # What an answer is checked against beyond its schema: pydantic validation context for the output
+    # model (a verdict's `{"other_rubrics": [names]}`). Not part of the cache key: it only restates what
+    # the rendered messages already ask, and a stored answer is checked against it again when replayed.
+    validation: dict[str, Any] = field(default_factory=dict)
 
     def cache_key(self, provider: str, model: str, context_keys: Iterable[str]) -> str:
         """Hash of provider, model, rendered messages, generation settings, output schema and the context fields read.

@@ -73,6 +73,8 @@ def rebuild_request(value: dict[str, Any]) -> OracleRequest:
         temperature=payload["settings"]["temperature"],
         max_output_tokens=payload["settings"]["max_output_tokens"],
         context=payload["context"],
+        # Stored since requests carry it; a job recorded before that is checked by the stages alone.
+        validation=payload.get("validation") or {},
     )
 
 

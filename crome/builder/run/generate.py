@@ -29,6 +29,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from pydantic import ValidationError
+
 from crome.builder.oracles.base import CallHalted, Oracle, SystematicOracleError, cache_key, halt
 from crome.builder.store import CallRecord, RunStore
 from crome.schemas.calls import Attempt, OracleRequest, OracleResponse
@@ -316,12 +318,19 @@ class CachedGenerate:
         waiting = self._flights[key] = asyncio.get_running_loop().create_future()
         try:
             rec = await self._lookup(key)
+            replayed = None
             if rec is not None and self._replays(rec):
+                try:
+                    replayed = rec.to_response(request.output_model, request.validation)
+                except ValidationError as exc:
+                    # Stored before today's checks (a verdict that skips a rubric): not an answer, so ask again.
+                    log.info("stored %s answer %s fails validation now, sending it again: %s", request.task, key, exc.error_count())
+            if replayed is not None:
                 self.stats.cached += 1
                 self.stats.by_status[rec.status] += 1
                 self.stats.cached_input_tokens += rec.input_tokens or 0
                 self.stats.cached_output_tokens += rec.output_tokens or 0
-                resp = rec.to_response(request.output_model)
+                resp = replayed
                 del self._flights[key]
                 waiting.set_result(resp)
                 return resp

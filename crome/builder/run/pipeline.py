@@ -57,9 +57,10 @@ STAGES: tuple[type[Stage], ...] = (
     CausalStage,  # degrade / upgrade one rubric
     VerifyStage,  # the oracle checks only that rubric moved
     ValidateStage,  # edit, length, surface, language checks
-    NeutralStage,  # IQN ties (ordered: after the pair's own stages)
+    DedupStage,  # exact and near duplicates, first in source order wins (ordered: after the pair's own stages)
+    NeutralStage,  # IQN ties, from the pairs dedup kept
     CrossPromptStage,  # RRM baseline pairs, with --cross-prompt
-    DedupStage,  # exact and near duplicates, first in source order wins
+    DedupStage,  # the same index again, for the ties and cross-prompt pairs just made
 )
 TASKS: tuple[str, ...] = tuple(t for s in STAGES for t in s.tasks)  # every template a build renders
 
@@ -158,7 +159,7 @@ class Builder:
         self.pool = [PairContext(pair=p) for p in pairs]
         self.contexts = [c for c in self.pool if in_shard(c.pair.source_id, self.cfg.shard)]
         env = StageEnv(options=self.cfg, generate=self.generate, templates=self.templates, capabilities=self.oracle.capabilities, pool=self.pool)
-        self.stages = [stage(env) for stage in STAGES]
+        self.stages = [stage(env) for stage in STAGES]  # a stage listed twice shares its run-wide state via env.shared
 
     # -- per pair -------------------------------------------------------------------------
     async def process_pair(self, ctx: PairContext) -> None:

@@ -26,6 +26,7 @@ class Candidate:
     rewrite: str | None = None
     quality: dict[str, Any] = field(default_factory=dict)
     checks: list[str] = field(default_factory=list)
+    deduped: bool = False  # passed dedup already (dedup runs before and after the neutrals)
 
     @property
     def id(self) -> str:

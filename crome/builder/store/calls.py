@@ -40,7 +40,7 @@ FINAL_STATUSES: frozenset[str] = frozenset({"ok", "refused", "blocked", "unsuppo
 # Failures: a re-run sends the request again.
 RETRY_STATUSES: frozenset[str] = frozenset({"error", "invalid"})
 # What a stored request may hold. Headers and keys have no place here, by construction.
-REQUEST_FIELDS: frozenset[str] = frozenset({"messages", "settings", "schema", "context"})
+REQUEST_FIELDS: frozenset[str] = frozenset({"messages", "settings", "schema", "context", "validation"})
 
 # Error text comes from provider SDK exceptions, which may quote a key: such text is redacted
 # before it is stored, by the values of these variables and by the shapes of common keys.
@@ -70,20 +70,25 @@ def sent_entry(attempt: Attempt, *, batch: bool = False) -> dict[str, Any]:
 
 
 def request_payload(request: OracleRequest, context_keys: Iterable[str] | None = None) -> dict[str, Any]:
-    """What the store keeps of a request: messages, settings, output schema name and context.
+    """What the store keeps of a request: messages, settings, output schema name, context and validation context.
 
     With `context_keys` (the oracle's `Capabilities.context_keys`) only the context the oracle
     reads is kept: what the cache key holds. A shared call's record then names no donor or
     seed of whichever pair asked first, and an LLM call's record is not weighed down by them.
+    The validation context is kept so that a request rebuilt from the store (a batch job's
+    answers) is checked exactly as the one a stage sent.
     """
     context = request.context if context_keys is None else {k: request.context[k] for k in context_keys if k in request.context}
-    return {
+    payload = {
         "messages": [dict(m) for m in request.messages],
         "settings": {"temperature": request.temperature, "max_output_tokens": request.max_output_tokens},
         "schema": request.output_model.__name__,
         # Round-trip through canonical JSON: the same conversion the cache key makes.
         "context": json.loads(canonical_json(context)) if context else {},
     }
+    if request.validation:  # only requests checked beyond their schema carry it (verdicts)
+        payload["validation"] = json.loads(canonical_json(request.validation))
+    return payload
 
 
 @dataclass
@@ -158,11 +163,15 @@ class CallRecord:
             sent=[sent_entry(a, batch=batch_job_id is not None) for a in response.billed()],
         )
 
-    def to_response(self, output_model: type[BaseModel]) -> OracleResponse:
-        """The stored call as an `OracleResponse` (cached=True), its output validated into `output_model`."""
+    def to_response(self, output_model: type[BaseModel], validation: dict[str, Any] | None = None) -> OracleResponse:
+        """The stored call as an `OracleResponse` (cached=True), its output validated into `output_model`.
+
+        With the request's `validation` context: a stored answer that today's checks refuse raises
+        pydantic's ValidationError, and the caller treats the call as not made.
+        """
         return OracleResponse(
             status=self.status,  # type: ignore[arg-type]
-            parsed=None if self.parsed is None else output_model.model_validate(self.parsed),
+            parsed=None if self.parsed is None else output_model.model_validate(self.parsed, context=validation or None),
             raw=self.raw_response,
             input_tokens=self.input_tokens,
             output_tokens=self.output_tokens,

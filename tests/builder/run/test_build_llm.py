@@ -26,6 +26,12 @@ def _between(text: str, tag: str) -> str:
     return m.group(1) if m else ""
 
 
+def other_rubrics(text: str) -> list[str]:
+    """The names the verify prompt lists under "Other rubrics:", as a judge reads them."""
+    section = text.split("Other rubrics:", 1)[1].split("\n\n", 1)[0]
+    return re.findall(r"^- (\w+):", section, re.M)
+
+
 def responder(record: RequestRecord):
     """Realistic answers by output schema: what a good judge and editor would return."""
     title = (record.schema or {}).get("title")
@@ -45,7 +51,7 @@ def responder(record: RequestRecord):
         return {"rewrite": " ".join(words), "change": f"changed {target}"}
     if title == "Verdict":
         target = "worse" if "becomes worse" in text else "better"
-        return {"target": target, "others": [{"rubric": "relevance", "change": "same"}], "explanation": "as intended"}
+        return {"target": target, "others": [{"rubric": n, "change": "same"} for n in other_rubrics(text)], "explanation": "as intended"}
     return None
 
 

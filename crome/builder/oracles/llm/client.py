@@ -329,7 +329,7 @@ class LLMOracle(abc.ABC):
             problem: Exception = ValueError("the answer was empty")
         else:
             try:
-                return parse_output(text, request.output_model)
+                return parse_output(text, request.output_model, request.validation)
             except ValueError as exc:  # JSONDecodeError and pydantic's ValidationError
                 problem = exc
         call.settle("invalid")
@@ -412,7 +412,7 @@ class LLMOracle(abc.ABC):
             try:
                 if not text.strip():
                     raise ValueError("the answer was empty")
-                parsed = parse_output(text, request.output_model)
+                parsed = parse_output(text, request.output_model, request.validation)
             except ValueError as exc:  # JSONDecodeError and pydantic's ValidationError
                 call.settle("invalid")
                 return self._response(call, "invalid", raw=text, error=f"batch output failed validation (no re-ask in a batch): {describe_error(exc)}")
