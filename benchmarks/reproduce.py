@@ -283,14 +283,29 @@ def build_runs(seed: int, sources: list[dict[str, Any]], work: Path, runs: list[
     return info
 
 
+# The reward-model kind every model of the grid is (bench_pairpm.py sets "pairpm"); a PairPM reads the prompt
+# and both answers in one sequence, so it gets PAIRPM_LENGTH_FACTOR x the per-side max_length.
+ARCH = "bt"
+PAIRPM_LENGTH_FACTOR = 2
+
+
+def model_max_length(sizes: Sizes) -> int:
+    return sizes.max_length * (PAIRPM_LENGTH_FACTOR if ARCH == "pairpm" else 1)
+
+
 def train_model(dataset: Path, out: Path, *, kinds: list[str] | None, seed: int, sizes: Sizes, model_dir: str) -> dict[str, Any]:
     from crome.train.config import CromeConfig
-    from crome.train.trainer import CONFIG_FILE, train
+    from crome.train.trainer import CONFIG_FILE
 
-    config = CromeConfig(
+    if ARCH == "pairpm":
+        from crome.train.pairpm.trainer import train
+    else:
+        from crome.train.trainer import train
+
+    config = CromeConfig(arch=ARCH,
         output_dir=str(out), model_name_or_path=model_dir, dataset=str(dataset), kinds=kinds,
         max_steps=sizes.steps, per_device_train_batch_size=sizes.batch, learning_rate=sizes.lr,
-        max_length=sizes.max_length, seed=seed, logging_steps=10, save_strategy="no", use_cpu=True,
+        max_length=model_max_length(sizes), seed=seed, logging_steps=10, save_strategy="no", use_cpu=True,
         disable_tqdm=True, report_to="none",
     )  # fmt: skip
     started = time.perf_counter()
@@ -320,7 +335,12 @@ def evaluate_model(model: Any, tokenizer: Any, suites: dict[str, list[Any]], siz
     from crome.train.evaluate import RewardCache, evaluate_pairs, evaluate_robustness
 
     started = time.perf_counter()
-    cache = RewardCache(model, tokenizer, batch_size=sizes.eval_batch, max_length=sizes.max_length)
+    from crome.train.pairpm.judge import PairPMJudge
+
+    if isinstance(model, PairPMJudge):  # scores pairs (both orders), memoised by pair; margins are logit P
+        cache: Any = model.configure(sizes.eval_batch, model_max_length(sizes))
+    else:
+        cache = RewardCache(model, tokenizer, batch_size=sizes.eval_batch, max_length=sizes.max_length)
     report = evaluate_pairs(model, tokenizer, suites["heldout"] + suites["llmbar"] + suites["rmbench"], cache=cache)
     subsets = report["subsets"]
     llmbar_subsets = {part: sorted({p.subset for p in suites["llmbar"] if p.metadata.get("llmbar") == part}) for part in LLMBAR_FILES}
@@ -385,7 +405,7 @@ def run_seed(
             started = time.perf_counter()
             summary = filter_run(
                 root / run, dataset, baseline="vanilla", keep_margin=sizes.keep_margin, tie_margin=sizes.tie_margin,
-                batch_size=sizes.eval_batch, max_length=sizes.max_length, scorer=vanilla_scorer,
+                batch_size=sizes.eval_batch, max_length=model_max_length(sizes), scorer=vanilla_scorer,
             )  # fmt: skip
             out["filter"][method] = {
                 **{k: summary["filter"][k] for k in ("thresholds", "kept", "dropped", "margins")},

@@ -81,6 +81,44 @@ def _print_robustness(rob: dict[str, Any]) -> None:
         _print_table(f"one-sided: only the {side} answer changed", rows, headers)
 
 
+def _print_pairpm(rep: dict[str, Any]) -> None:
+    rows = [
+        (name, str(s["n"]), _fmt(s.get("accuracy")), _fmt(s.get("position_consistency")), _fmt(s.get("position_bias")), _fmt(s.get("tie_abs_p")))
+        for name, s in [*rep["subsets"].items(), ("ALL", rep["overall"])]
+    ]
+    _print_table("PairPM: P averaged over both orders", rows, ("subset", "pairs", "accuracy", "position consistency", "position bias", "tie |P-0.5|"))
+
+
+def _best_of_n(model: str, data: list[Path], spec: str, draws: int, seed: int, limit: Optional[int], batch_size: int,
+               max_length: int, dtype: str, device: Optional[str], out: Optional[Path]) -> None:  # fmt: skip
+    from crome.train.bestofn import evaluate_best_of_n
+
+    try:
+        try:
+            ns = [int(x) for x in spec.split(",") if x.strip()]
+        except ValueError:
+            raise ValueError(f"--best-of-n takes a comma list of integers, got {spec!r}") from None
+        report = evaluate_best_of_n(
+            model, data, ns, draws=draws, seed=seed, limit=limit, batch_size=batch_size, max_length=max_length, dtype=dtype, device=device
+        )
+    except _EXPECTED as e:
+        _fail(e)
+    bon = report["best_of_n"]
+    rows = [
+        (n, str(r["prompts"]), str(r["draws"]), _fmt(r.get("pick")), _fmt(r.get("best")), _fmt(r.get("random")), _fmt(r.get("hit_rate")),
+         " ".join(f"{k} {v:.2f}" for k, v in r.get("pick_styles", {}).items()))
+        for n, r in bon["n"].items()
+    ]  # fmt: skip
+    _print_table(f"Best-of-N {model} ({report['arch']}: {bon['selection']})", rows,
+                 ("N", "prompts", "draws", "pick gold", "best gold", "random gold", "hit rate", "pick styles"))  # fmt: skip
+    text = json.dumps(report, indent=2, sort_keys=True) + "\n"
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+    else:
+        typer.echo(text, nl=False)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
     def train_cmd(
@@ -90,6 +128,9 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", "-o", help="Output dir: model, tokenizer, crome_train.json."),
         kinds: Optional[str] = typer.Option(
             None, help="Comma list of row kinds to train on: original (augmentation original, source ties included: the baseline), causal, neutral (augmented ties)."),
+        arch: str = typer.Option("bt", help="bt: scalar reward per answer; pairpm: reads both answers, predicts P(A > B), both orders."),
+        pairpm_head: str = typer.Option("auto", help="PairPM head: lm (logit A - logit B at the answer slot), classifier, auto."),
+        judge_template: str = typer.Option("pairpm_judge/v1", help="Versioned judging instruction of an lm-head PairPM."),
         tie_weight: float = typer.Option(1.0, help="lambda, weight of the tie loss on neutral rows."),
         loss_normalization: str = typer.Option(
             "pairs", help="pairs: mean over all pairs, ties weighted by lambda; per_kind: mean BT over strict pairs + lambda x mean tie loss."),
@@ -112,7 +153,8 @@ def register(app: typer.Typer) -> None:
             config = _config_from_cli(
                 {
                     "output_dir": str(out), "model_name_or_path": model, "dataset": data,
-                    "kinds": kinds.split(",") if kinds else None, "tie_weight": tie_weight,
+                    "kinds": kinds.split(",") if kinds else None, "tie_weight": tie_weight, "arch": arch,
+                    "pairpm_head": pairpm_head, "judge_template": judge_template,
                     "loss_normalization": loss_normalization,
                     "center_rewards": center_rewards, "max_length": max_length, "num_train_epochs": epochs,
                     "max_steps": max_steps, "per_device_train_batch_size": batch_size,
@@ -123,8 +165,12 @@ def register(app: typer.Typer) -> None:
                 },
                 ctx.args,
             )
-            from crome.train.trainer import CONFIG_FILE, train
+            from crome.train.trainer import CONFIG_FILE
 
+            if config.arch == "pairpm":
+                from crome.train.pairpm.trainer import train
+            else:
+                from crome.train.trainer import train
             path = train(config)
         except _EXPECTED as e:
             _fail(e)
@@ -153,12 +199,20 @@ def register(app: typer.Typer) -> None:
             None, help="Also change only this answer (chosen or rejected) and report how often the ranking flips."
         ),
         perturb_seed: int = typer.Option(0, help="Seed of the transformations' random choices."),
+        best_of_n: Optional[str] = typer.Option(
+            None, "--best-of-n", help="Best-of-N instead of pair accuracy: comma list of N (e.g. 2,4,6); --data holds candidate sets."
+        ),
+        bon_draws: int = typer.Option(8, help="Best-of-N: seeded draws of N candidates per prompt."),
+        bon_seed: int = typer.Option(0, help="Best-of-N: seed of the draws."),
     ) -> None:
         """Pairwise accuracy per subset, RewardBench sections, RM-Bench difficulty and tie |d|, as a JSON report.
 
         With --perturb: accuracy under each meaning-preserving transformation next to clean accuracy on
         the pairs it covers (the drop); with --one-sided too: how often changing one answer flips the ranking.
         """
+        if best_of_n is not None:
+            _best_of_n(model, data, best_of_n, bon_draws, bon_seed, limit, batch_size, max_length, dtype, device, out)
+            return
         from crome.train.evaluate import evaluate_model
 
         try:
@@ -180,6 +234,8 @@ def register(app: typer.Typer) -> None:
             for k, v in report["rm_bench"].items()
         ]
         _print_table(f"crome eval {model}", rows, ("subset", "pairs", "accuracy", "tie |d|", "truncated"))
+        if "pairpm" in report:
+            _print_pairpm(report["pairpm"])
         if "robustness" in report:
             _print_robustness(report["robustness"])
         text = json.dumps(report, indent=2, sort_keys=True) + "\n"
@@ -192,7 +248,7 @@ def register(app: typer.Typer) -> None:
     @app.command("filter")
     def filter_cmd(
         run_dir: Path = typer.Argument(..., help="Run dir written by `crome build` (or a published folder: its test split is copied unfiltered)."),
-        rm: str = typer.Option(..., "--rm", help="Baseline reward model (trained on the original rows)."),
+        rm: str = typer.Option(..., "--rm", help="Baseline reward model trained on the original rows: BT, or a PairPM (its margin is logit P, both orders)."),
         out: Path = typer.Option(..., "--out", "-o", help="New run dir for the filtered rows."),
         keep_margin: Optional[float] = typer.Option(
             None, "--keep-margin", help="tau, baseline reward units: keep causal pairs with margin < tau (misranked ones always)."),

@@ -20,6 +20,15 @@ class CromeConfig(TrainingArguments):
     """Training arguments plus crome's own: model, data, the tie-aware loss and optional LoRA."""
 
     # > model
+    arch: str = field(
+        default="bt",
+        metadata={"help": "bt: a scalar reward per answer (Bradley-Terry); pairpm: one model reads both answers and predicts P(A > B)."},
+    )
+    pairpm_head: str = field(
+        default="auto",
+        metadata={"help": "PairPM head: lm (d = logit A - logit B at the answer slot), classifier (one logit), auto (by architecture)."},
+    )
+    judge_template: str = field(default="pairpm_judge/v1", metadata={"help": "Versioned judging instruction of an lm-head PairPM."})
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "Hugging Face path or id, loaded as AutoModelForSequenceClassification with one label."}
     )
@@ -79,6 +88,10 @@ class CromeConfig(TrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
+        if self.arch not in ("bt", "pairpm"):
+            raise ValueError(f"arch must be bt or pairpm, got {self.arch!r}")
+        if self.arch == "pairpm" and self.center_rewards:
+            raise ValueError("center_rewards applies to bt rewards only; a PairPM has no per-answer reward to centre")
         if self.tie_weight < 0:
             raise ValueError("tie_weight must be >= 0")
         if self.loss_normalization not in ("pairs", "per_kind"):

@@ -38,6 +38,8 @@ import torch.nn.functional as F
 
 from crome import __version__
 from crome.train.data import DataError, PairEncoder, effective_max_length, pad_batch, prepare_tokenizer
+from crome.train.pairpm.judge import PairPMJudge, load_judge, position_report
+from crome.train.pairpm.model import read_marker
 from crome.train.pairs import EvalPair, as_eval_pair, load_eval_pairs
 from crome.train.robustness import TRANSFORMS, resolve_names, robustness_report
 
@@ -86,6 +88,8 @@ def reward_scores(
     max_length: int | None = 1024,
 ) -> tuple[list[float], list[bool]]:
     """r(prompt, answer) for each item, and whether its input was truncated."""
+    if isinstance(model, PairPMJudge):
+        raise ValueError("a PairPM scores pairs, not single answers: use score_pairs or its judge's preference()")
     prepare_tokenizer(tokenizer, model)
     encoder = PairEncoder(tokenizer, max_length, model=model)
     was_training = model.training
@@ -114,7 +118,9 @@ def reward_scores(
 def score_pairs_with_truncation(
     model: Any, tokenizer: Any, pairs: list[EvalPair], batch_size: int = 16, max_length: int | None = 1024
 ) -> tuple[list[float], list[bool]]:
-    """Margins of normalised pairs, and whether each pair's input was truncated."""
+    """Margins of normalised pairs, and whether each pair's input was truncated (a PairPM: logit of its order-averaged P)."""
+    if isinstance(model, PairPMJudge):
+        return model.configure(batch_size, max_length).margins(pairs)
     # Each distinct (prompt, answer) is scored once: an RM-Bench prompt has 9 pairs over 6 answers.
     keys: dict[tuple, int] = {}
     prompts, answers = [], []
@@ -293,11 +299,35 @@ def evaluate_pairs(
     return report
 
 
+def pairpm_report(judge: PairPMJudge, pairs: Sequence[EvalPair]) -> dict[str, Any]:
+    """Order-averaged P, position consistency and bias, ties by |P - 0.5|: overall and per subset."""
+    probs = judge.probabilities(pairs)
+    by_subset: dict[str, list[int]] = defaultdict(list)
+    for i, p in enumerate(pairs):
+        by_subset[p.subset].append(i)
+    subsets = {name: position_report([pairs[i] for i in idx], [probs[i] for i in idx]) for name, idx in sorted(by_subset.items())}
+    return {
+        "scoring": "P(A > B) = (P_ab + 1 - P_ba) / 2 over both orders; margins elsewhere in this report are logit(P)",
+        "head": judge.head,
+        "template": judge.template.id if judge.template else None,
+        "overall": position_report(pairs, probs),
+        "subsets": subsets,
+    }
+
+
 # ---------------------------------------------------------------- loading test data
 
 def load_scorer(model_path: str, *, dtype: str = "auto", device: str | None = None, trust_remote_code: bool = False) -> tuple[Any, Any]:
-    """(model, tokenizer) of a reward model, in eval mode on `device` (cuda when available)."""
+    """(model, tokenizer) of a reward model, in eval mode on `device` (cuda when available).
+
+    A PairPM (a folder with crome_pairpm.json) comes back as its `PairPMJudge` in the model's place:
+    `score_pairs*` and `evaluate_pairs` then score pairs with it (margin = logit of its P).
+    """
     from transformers import AutoTokenizer
+
+    if read_marker(model_path) is not None:
+        judge = load_judge(model_path, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+        return judge, judge.tokenizer
 
     from crome.train.trainer import load_reward_model
 
@@ -375,8 +405,14 @@ def evaluate_model(
         pairs += got
         files += infos
     model, tokenizer = load_scorer(model_path, dtype=dtype, device=device)
-    cache = RewardCache(model, tokenizer, batch_size=batch_size, max_length=max_length)
+    if isinstance(model, PairPMJudge):
+        cache: Any = model.configure(batch_size, max_length)
+    else:
+        cache = RewardCache(model, tokenizer, batch_size=batch_size, max_length=max_length)
     report = evaluate_pairs(model, tokenizer, pairs, cache=cache)
+    report["arch"] = "pairpm" if isinstance(model, PairPMJudge) else "bt"
+    if isinstance(model, PairPMJudge):
+        report["pairpm"] = pairpm_report(model, pairs)
     if perturb is not None:
         report["robustness"] = evaluate_robustness(model, tokenizer, pairs, perturb, perturb_seed, one_sided, cache=cache)
     return {"crome_version": __version__, "model": model_path, "files": files, **report}
