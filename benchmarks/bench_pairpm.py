@@ -44,7 +44,7 @@ import reproduce  # noqa: E402
 
 GRID = reproduce.Sizes(
     seeds=[0, 1], steps=20, batch=8, lr=5e-5, max_length=192, train_pairs=160, heldout=30,
-    llmbar={"natural": 20, "adversarial": 30}, rmbench_prompts=2, probe_pairs=4, eval_batch=32, tau=0.5,
+    llmbar={"natural": 20, "adversarial": 30}, rmbench_prompts=2, probe_pairs=4, eval_batch=32, keep_margin=0.5, tie_margin=0.5,
 )  # fmt: skip
 METRICS = ["heldout_clean", "cue_rejected", "cue_effect", "llmbar_natural", "llmbar_adversarial", "rmbench_average", "rmbench_hard"]
 
