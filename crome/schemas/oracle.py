@@ -73,9 +73,19 @@ class Verdict(BaseModel):
         return self.target == want and all(o.change == "same" for o in self.others)
 
 
+class PhraseContent(BaseModel):
+    """Does a phrase that opens or closes answers carry content, or is it a surface habit that can go?"""
+
+    model_config = ConfigDict(extra="forbid")
+
+    carries_content: bool = Field(description="true if removing the phrase would change what the answer says or does")
+    reason: str = Field(description="one short sentence")
+
+
 OUTPUT_MODELS: dict[str, type[BaseModel]] = {
     "Rubrics": Rubrics,
     "Ratings": Ratings,
     "Counterfactual": Counterfactual,
     "Verdict": Verdict,
+    "PhraseContent": PhraseContent,
 }

@@ -32,6 +32,7 @@ from crome.builder.stages.neutral import CrossPromptStage, NeutralStage
 from crome.builder.stages.rate import RateStage
 from crome.builder.stages.records import PairContext, original_candidate
 from crome.builder.stages.rubrics import RubricsStage
+from crome.builder.stages.shortcut import ShortcutStage
 from crome.builder.stages.validate import ValidateStage
 from crome.builder.stages.verify import VerifyStage
 from crome.builder.store import RunStore
@@ -51,6 +52,7 @@ STAGES: tuple[type[Stage], ...] = (
     ValidateStage,  # edit, length, surface, language checks
     NeutralStage,  # IQN ties (ordered: after the pair's own stages)
     CrossPromptStage,  # RRM baseline pairs, with --cross-prompt
+    ShortcutStage,  # ties differing only in a found phrase shortcut, with --neutralize-shortcuts
     DedupStage,  # exact and near duplicates, first in source order wins
 )
 TASKS: tuple[str, ...] = tuple(t for s in STAGES for t in s.tasks)  # every template a build renders
