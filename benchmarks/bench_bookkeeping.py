@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "builder" / "run")]  # the fake server, write_pairs, the responder
 
 from fake_llm_server import FakeLLMServer  # noqa: E402
 from test_build import write_pairs  # noqa: E402

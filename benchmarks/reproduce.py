@@ -21,7 +21,8 @@ Setup (benchmarks/REPRODUCTION.md has the reasoning and the results):
    for the same number of optimizer steps and batch size each:
    - vanilla: the original rows of the crome run;
    - rrm: every row of the rrm run;
-   - crome: the crome run filtered by the vanilla model of the same seed (`filter_run`, tau in Sizes),
+   - crome: the crome run filtered by the vanilla model of the same seed (`filter_run`, keep and tie
+     margins in Sizes),
      then every kept row;
    - crome_iqn3 (ablation, `--methods vanilla,rrm,crome,crome_iqn3`): as crome with three IQN
      neutrals per source pair instead of one;
@@ -138,19 +139,21 @@ class Sizes:
     rmbench_prompts: int = 0  # RM-Bench prompts per file (9 pairs each)
     probe_pairs: int = 0  # held-out pairs the perturbation probe runs on
     eval_batch: int = 32
-    # Filter threshold in the vanilla model's reward units: keep causal pairs with margin < tau and ties
-    # with |margin| > tau (REPRODUCTION.md says how it was chosen). The quick run's 3-step vanilla has
-    # margins near 0, so it uses 0: misranked causal pairs and every tie not scored exactly equal.
-    tau: float = 0.5
+    # Filter thresholds in the vanilla model's reward units: keep causal pairs with margin < keep_margin and
+    # ties with |margin| > tie_margin (REPRODUCTION.md says how they were chosen; one value served both
+    # rules before the filter had two). The quick run's 3-step vanilla has margins near 0, so it uses 0:
+    # misranked causal pairs and every tie not scored exactly equal.
+    keep_margin: float = 0.5
+    tie_margin: float = 0.5
 
 
 FULL = Sizes(
     seeds=[0, 1, 2], steps=50, batch=16, lr=5e-5, max_length=256, train_pairs=None, heldout=None,
-    llmbar={"natural": 80, "adversarial": 120}, rmbench_prompts=6, probe_pairs=30, tau=0.5,
+    llmbar={"natural": 80, "adversarial": 120}, rmbench_prompts=6, probe_pairs=30, keep_margin=0.5, tie_margin=0.5,
 )  # fmt: skip
 QUICK = Sizes(
     seeds=[0], steps=3, batch=4, lr=5e-5, max_length=96, train_pairs=24, heldout=8,
-    llmbar={"natural": 3, "adversarial": 4}, rmbench_prompts=1, probe_pairs=3, eval_batch=16, tau=0.0,
+    llmbar={"natural": 3, "adversarial": 4}, rmbench_prompts=1, probe_pairs=3, eval_batch=16, keep_margin=0.0, tie_margin=0.0,
 )  # fmt: skip
 
 
@@ -384,14 +387,14 @@ def run_seed(
         if filtered:
             # The baseline is this seed's vanilla model, trained and evaluated before (methods start with it).
             dataset = root / f"{run}_filtered"
-            log(f"seed {seed}: filtering the {run} run with the vanilla model (tau {sizes.tau})")
+            log(f"seed {seed}: filtering the {run} run with the vanilla model (keep margin {sizes.keep_margin}, tie margin {sizes.tie_margin})")
             started = time.perf_counter()
             summary = filter_run(
-                root / run, dataset, baseline="vanilla", tau=sizes.tau, batch_size=sizes.eval_batch,
-                max_length=sizes.max_length, scorer=vanilla_scorer,
+                root / run, dataset, baseline="vanilla", keep_margin=sizes.keep_margin, tie_margin=sizes.tie_margin,
+                batch_size=sizes.eval_batch, max_length=sizes.max_length, scorer=vanilla_scorer,
             )  # fmt: skip
             out["filter"][method] = {
-                **{k: summary["filter"][k] for k in ("tau", "kept", "dropped", "margins")},
+                **{k: summary["filter"][k] for k in ("thresholds", "kept", "dropped", "margins")},
                 "seconds": round(time.perf_counter() - started, 1),
             }
         stats = cue_stats(dataset)

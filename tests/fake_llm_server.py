@@ -105,6 +105,12 @@ class RequestRecord:
     outcome: str = "pending"  # ok | a fault kind | auth_error | unknown_model | schema_rejected | bad_request
     started: float = 0.0
     finished: float = 0.0
+    usage: tuple[int, int] | None = None  # (input, output) tokens the response reported; None: no usage sent
+
+    @property
+    def answered(self) -> bool:
+        """The server sent a usable answer (a success, or a final refusal/block/cut-off): a re-send would be paid twice."""
+        return self.outcome == "ok" or self.outcome in FINAL_FAULTS
 
     @property
     def first_user_text(self) -> str:
@@ -459,6 +465,7 @@ class FakeLLMServer:
             output_tokens = 0
         elif fault == "truncated":
             finish = "length"
+        record.usage = (prompt_tokens, output_tokens)
         body = {
             "id": f"chatcmpl-fake-{record.index}",
             "object": "chat.completion",
@@ -472,6 +479,7 @@ class FakeLLMServer:
     def _gemini_reply(self, record: RequestRecord, fault: str | None, text: str, prompt_tokens: int, output_tokens: int) -> _Reply:
         usage = {"promptTokenCount": prompt_tokens, "candidatesTokenCount": output_tokens, "totalTokenCount": prompt_tokens + output_tokens}
         if fault == "refusal":
+            record.usage = (prompt_tokens, 0)
             body: dict[str, Any] = {
                 "promptFeedback": {"blockReason": "SAFETY"},
                 "usageMetadata": {"promptTokenCount": prompt_tokens, "totalTokenCount": prompt_tokens},
@@ -484,6 +492,7 @@ class FakeLLMServer:
             usage = {"promptTokenCount": prompt_tokens, "totalTokenCount": prompt_tokens}
         elif fault == "truncated":
             candidate["finishReason"] = "MAX_TOKENS"
+        record.usage = (usage["promptTokenCount"], usage.get("candidatesTokenCount", 0))
         body = {"candidates": [candidate], "usageMetadata": usage, "modelVersion": record.model, "responseId": f"fake-{record.index}"}
         return _Reply(200, json.dumps(body).encode())
 

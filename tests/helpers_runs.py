@@ -94,6 +94,17 @@ def _prompt(turns: list[tuple[str, str]], variant: int) -> list[Message]:
     return msgs
 
 
+def _vary(spec: dict[str, Any], variant: int) -> dict[str, Any]:
+    """Later cycles get their own answers too, as distinct source pairs have (a variant tag at the end)."""
+    if not variant:
+        return spec
+    tag = f" (v{variant})"
+    return {
+        **spec, "chosen": spec["chosen"] + tag, "rejected": spec["rejected"] + tag,
+        **{k: (spec[k][0], spec[k][1] + tag) if spec[k] else None for k in ("degrade", "upgrade")},
+    }
+
+
 def make_run(
     tmp_path: Path,
     *,
@@ -123,9 +134,8 @@ def make_run(
     pairs: list[SourcePair] = []
     specs: list[dict[str, Any]] = []
     for i in range(n_sources):
-        spec = _SOURCES[i % len(_SOURCES)]
-        variant = i // len(_SOURCES)
-        pairs.append(SourcePair.make(_prompt(spec["prompt"], variant), spec["chosen"], spec["rejected"], row=i))
+        spec = _vary(_SOURCES[i % len(_SOURCES)], i // len(_SOURCES))
+        pairs.append(SourcePair.make(_prompt(spec["prompt"], i // len(_SOURCES)), spec["chosen"], spec["rejected"], row=i))
         specs.append(spec)
 
     rows: list[DatasetRow] = []
@@ -152,9 +162,10 @@ def make_run(
                 quality=Quality(checks=["edit_ratio", "length_ratio"], edit_ratio=0.3,
                                 length_ratio=round(len(upgraded) / len(r), 3), verification="skipped"),
             ))
-        # Irrelevant Query Neutral: this pair's answers under the next pair's prompt, a tie; the
-        # answer order alternates so that "chosen" carries no signal.
-        other = pairs[(i + 1) % len(pairs)]
+        # Irrelevant Query Neutral: this pair's answers under its partner's prompt (pairs 0-1, 2-3, ...,
+        # as a build's draw groups keep ties within small groups), a tie; the answer order alternates
+        # so that "chosen" carries no signal.
+        other = pairs[i ^ 1] if (i ^ 1) < len(pairs) else pairs[i - 1 if i else 0]
         first, second = (c, r) if i % 2 == 0 else (r, c)
         rows.append(DatasetRow.make(
             prompt=other.prompt, chosen=first, rejected=second, preference=0.5, kind="neutral",

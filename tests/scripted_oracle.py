@@ -32,13 +32,16 @@ def default_rewrite(req: OracleRequest) -> OracleResponse:
 
 
 def default_verify(req: OracleRequest) -> OracleResponse:
+    """A good judge: the target moved as intended, every other rubric it was asked about stayed the same."""
     target = "worse" if req.context["direction"] == "degrade" else "better"
-    return OracleResponse(status="ok", parsed=Verdict(target=target, others=[RubricChange(rubric="relevance", change="same")], explanation="ok"))
+    others = [RubricChange(rubric=n, change="same") for n in req.validation["other_rubrics"]]
+    return OracleResponse(status="ok", parsed=Verdict(target=target, others=others, explanation="ok"))
 
 
 class ScriptedOracle:
     provider: ClassVar[str] = "scripted"
-    capabilities: ClassVar[Capabilities] = Capabilities()
+    # Like an LLM it reads the rendered request, except that its ratings follow the side (not in the text).
+    capabilities: ClassVar[Capabilities] = Capabilities(context_keys=frozenset({"side"}))
 
     def __init__(self, model: str = "m", **handlers: Callable[[OracleRequest], OracleResponse]):
         self.model = model

@@ -3,8 +3,11 @@
 Also `crome status RUN_DIR` (where a run stands: counts, calls, spend, batch jobs) and `crome merge`
 (shards built with --shard i/N combined into the unsharded result).
 
-Exit codes of `crome build`: 0 complete, 2 bad input, 3 oracle error, 4 stopped (budget or
-failures; re-run to resume), 5 batch jobs in flight (re-run later to collect them).
+Exit codes of `crome build`: 0 complete, 1 internal errors (every pair, or more than
+--max-failures, raised: a bug; the first traceback is printed) or a run store that cannot write,
+2 bad input, 3 oracle error, 4 stopped (budget or failures; re-run to resume), 5 batch jobs in
+flight (re-run later to collect them), 130 interrupted (Ctrl-C or SIGTERM: the calls in flight
+were recorded; re-run to resume).
 """
 
 from __future__ import annotations
@@ -60,12 +63,19 @@ def print_summary(summary: dict, console: Console) -> None:
     add("rejections", f"{c['rejections']}")
     for stage, reasons in c["rejections_by_stage"].items():
         add(f"  {stage}", str(reasons))
+    if c.get("internal_errors"):
+        add("internal errors", f"{c['internal_errors']} pair(s); first: {summary.get('first_internal_error')}")
     calls = summary["oracle_calls"]
-    add("oracle calls", f"{calls['total']} (cached {calls['cached']}, new {calls['new']}, failed {calls['failed']})")
+    shared = f", shared in flight {calls['shared']}" if calls.get("shared") else ""
+    sent = f"; {calls['requests']} requests sent" if calls.get("requests") else ""
+    add("oracle calls", f"{calls['total']} (cached {calls['cached']}{shared}, new {calls['new']}, failed {calls['failed']}{sent})")
     tok = summary["tokens"]
-    add("tokens", f"in {tok['input']:,} / out {tok['output']:,}")
+    add("tokens billed", f"in {tok['input']:,} / out {tok['output']:,}")
     cost = summary.get("cost_usd")
-    add("estimated cost", "unknown model price" if cost is None else f"${cost:.4f}")
+    add("billed this run", "unknown model price" if cost is None else f"${cost:.4f}")
+    money = summary.get("spend")
+    if money and money.get("requests"):
+        add("all runs", _spend_line(money))
     batch = summary.get("batch")
     if batch:
         live, done = batch["in_flight"], batch["ingested"]
@@ -78,6 +88,19 @@ def print_summary(summary: dict, console: Console) -> None:
     add("accounting", f"{acc['with_rows']} pairs with rows + {acc['only_rejections']} only rejected + {acc['pending']} pending = {acc['source_pairs']} source pairs (+ {acc['quarantined']} quarantined); balanced={acc['balanced']}")
     add("time", f"{summary.get('seconds', 0)} s")
     console.print(t)
+
+
+def _spend_line(m: dict[str, Any]) -> str:
+    """Billed (every request sent) and what the kept answers cost, from `crome.builder.run.status.spend`."""
+    kept = m["kept"]
+    if m["cost_usd"] is None:
+        money = "unknown model price"
+    else:
+        money = (f"billed ${m['cost_usd']:.4f} (batch ${m['batch_cost_usd']:.4f}, online ${m['online_cost_usd']:.4f}); "
+                 f"the {kept['calls']:,} kept answers cost ${kept['cost_usd']:.4f}")
+    unanswered = f", {m['unanswered_requests']:,} got no answer" if m.get("unanswered_requests") else ""
+    return (f"{m['requests']:,} requests sent{unanswered}; tokens billed in {m['input_tokens']:,} / out {m['output_tokens']:,}; "
+            f"{money}")
 
 
 def _money(cost: float | None) -> str:
@@ -136,6 +159,9 @@ def register(app: typer.Typer) -> None:
         causal: str = typer.Option("degrade,upgrade", help="Causal augmentations to make: degrade, upgrade or both."),
         verify: Optional[bool] = typer.Option(None, "--verify/--no-verify", help="Verify rewrites with the oracle (default: on for LLM oracles, off for rules)."),
         neutral_ratio: float = typer.Option(1.0, "--neutral-ratio", help="IQN neutral pairs per source pair."),
+        neutral_group_size: int = typer.Option(
+            16, "--neutral-group-size", help="IQN ties draw their prompt within fixed random groups of about N source pairs (what a leak-free test split holds out)."
+        ),
         cross_prompt: bool = typer.Option(False, "--cross-prompt", help="Also add RRM-style cross-prompt pairs."),
         concurrency: int = typer.Option(16, help="Oracle calls in flight."),
         rpm: Optional[int] = typer.Option(None, help="Requests per minute limit."),
@@ -177,7 +203,7 @@ def register(app: typer.Typer) -> None:
                 source=source, out=str(out), oracle=oracle, base_url=base_url, split=split, config_name=config,
                 revision=revision, mapping=parse_mapping(mapping), limit=limit, max_answer_chars=max_answer_chars, seed=seed, max_attributes=max_attributes,
                 causal=[c.strip() for c in causal.split(",") if c.strip()], verify=verify, neutral_ratio=neutral_ratio,
-                cross_prompt=cross_prompt, concurrency=concurrency, timeout=timeout, schema_mode=schema_mode, rpm=rpm, tpm=tpm, max_cost=max_cost,
+                neutral_group_size=neutral_group_size, cross_prompt=cross_prompt, concurrency=concurrency, timeout=timeout, schema_mode=schema_mode, rpm=rpm, tpm=tpm, max_cost=max_cost,
                 max_failures=max_failures, dry_run=dry_run, shard=parse_shard(shard), batch=batch, batch_wait=wait,
                 poll_interval=poll_interval,
                 templates={t.partition("@")[0]: t for t in template},
@@ -202,17 +228,28 @@ def register(app: typer.Typer) -> None:
             cost = f" ${stats['cost_usd']:.4f}" if stats.get("cost_usd") else ""
             bar.update(task, advance=1, calls=f"calls {stats['new']} new / {stats['cached']} cached / {stats['failed']} failed{cost}")
 
+        from crome.builder.run.generate import StoreWriteError
+        from crome.builder.run.pipeline import BuildInterrupted
+
         hooks = Hooks(start=start, advance=advance, stage=lambda s: bar.update(task, description=s),
+                      notice=lambda m: err.print(m, style="yellow", markup=False, highlight=False),
                       estimate=lambda summary: print_estimate(summary, err, dry_run=False))
         error: tuple[str, int] | None = None
         try:
             result = build(cfg, hooks)
         except (SourceError, RunStoreError, ValueError) as exc:  # OutputError and RunInUseError among them
             error = (str(exc), 2)
+        except StoreWriteError as exc:
+            error = (str(exc), 1)
         except OSError as exc:
             error = (os_error(exc), 2)
         except SystematicOracleError as exc:
             error = (f"oracle error, run stopped: {exc}", 3)
+        except BuildInterrupted as exc:
+            error = (str(exc), 130)
+        except KeyboardInterrupt:
+            error = ("interrupted again: exited at once; answers still in flight were not recorded "
+                     "(a re-run sends them again). Re-run the same command to resume.", 130)
         finally:
             bar.stop()
         if error is not None:
@@ -229,6 +266,9 @@ def register(app: typer.Typer) -> None:
             err.print(f"batch job(s) in flight: re-run the same command later to collect them and go on "
                       f"(or add --wait); `crome status {out}` shows them", style="yellow", markup=False)
             raise typer.Exit(5)
+        if result.stopped == "internal_errors":
+            fail(f"run stopped: {result.summary['counts']['internal_errors']} pair(s) failed with an internal error "
+                 f"(a bug; the first traceback is above): {result.summary.get('first_internal_error')}", code=1)
         if result.stopped:
             err.print(f"run stopped ({result.stopped}); re-run the same command to resume", style="yellow", markup=False)
             raise typer.Exit(4)
@@ -274,7 +314,7 @@ def register(app: typer.Typer) -> None:
             print_summary(result.summary, err)
             totals = result.summary["shards"]["totals"]
             cost = "unknown model price" if totals["cost_usd"] is None else f"${totals['cost_usd']:.4f}"
-            err.print(f"merged {result.summary['shards']['count']} shards: {totals['calls']} oracle calls, spent {cost} in the shards",
+            err.print(f"merged {result.summary['shards']['count']} shards: {totals['requests']} oracle requests, billed {cost} in the shards",
                       markup=False)
 
 
@@ -301,9 +341,7 @@ def print_status(report: dict, console: Console) -> None:
         t.add_row("oracle calls", f"{calls['total']} recorded, {calls['failed']} failed {calls['by_status'] or ''}")
     m = report["spend"]
     if m is not None:
-        cost = "unknown model price" if m["cost_usd"] is None else f"${m['cost_usd']:.4f}"
-        detail = "" if m["cost_usd"] is None else f" (batch ${m['batch_cost_usd']:.4f}, online ${m['online_cost_usd']:.4f})"
-        t.add_row("spend", f"tokens in {m['input_tokens']:,} / out {m['output_tokens']:,}; {cost}{detail}")
+        t.add_row("spend", escape(_spend_line(m)))
     b = report["batch"]
     if b["jobs"]:
         t.add_row("batch", f"{b['in_flight']['jobs']} job(s) in flight ({b['in_flight']['items']} requests, "
@@ -323,5 +361,5 @@ def print_status(report: dict, console: Console) -> None:
         console.print(jobs)
     if report.get("shards"):
         s = report["shards"]["totals"]
-        console.print(f"merged from {report['shards']['count']} shards: {s['calls']} calls, "
+        console.print(f"merged from {report['shards']['count']} shards: {s['requests']} requests, "
                       + ("unknown cost" if s["cost_usd"] is None else f"${s['cost_usd']:.4f}") + " spent in the shards")

@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
         private: bool = typer.Option(True, "--private/--public", help="A Hub repo crome creates is private unless --public (an existing repo keeps its visibility)."),
         revision: Optional[str] = typer.Option(None, "--revision", help="Hub branch to commit to (created if missing)."),
         test_fraction: float = typer.Option(0.0, "--test-fraction", min=0.0, max=0.99,
-                                            help="Share of source pairs held out whole as a test split."),
+                                            help="Share of source pairs held out as a test split that shares no prompt or answer text with train (IQN ties included)."),
         seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the test split (default: the build seed)."),
         license: Optional[str] = typer.Option(None, "--license", help="Licence id when the source's is unknown (e.g. cc-by-4.0)."),
         repo_id: Optional[str] = typer.Option(None, "--repo-id", help="Hub id the card's snippets name when --to is a folder."),

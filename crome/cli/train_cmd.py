@@ -88,8 +88,11 @@ def register(app: typer.Typer) -> None:
         data: str = typer.Argument(..., help="Run dir, published folder (DIR/data/*.parquet), Parquet file or Hub dataset id."),
         model: str = typer.Option(..., "--model", "-m", help="Hugging Face path or id (AutoModelForSequenceClassification, 1 label)."),
         out: Path = typer.Option(..., "--out", "-o", help="Output dir: model, tokenizer, crome_train.json."),
-        kinds: Optional[str] = typer.Option(None, help="Comma list of row kinds to train on; 'original' trains the baseline."),
+        kinds: Optional[str] = typer.Option(
+            None, help="Comma list of row kinds to train on: original (augmentation original, source ties included: the baseline), causal, neutral (augmented ties)."),
         tie_weight: float = typer.Option(1.0, help="lambda, weight of the tie loss on neutral rows."),
+        loss_normalization: str = typer.Option(
+            "pairs", help="pairs: mean over all pairs, ties weighted by lambda; per_kind: mean BT over strict pairs + lambda x mean tie loss."),
         center_rewards: Optional[float] = typer.Option(None, help="Reward-centering coefficient (e.g. 0.01)."),
         max_length: int = typer.Option(1024, help="Max tokens per side; prompt truncated first, truncated pairs reported."),
         epochs: float = typer.Option(1.0, help="Training epochs."),
@@ -110,6 +113,7 @@ def register(app: typer.Typer) -> None:
                 {
                     "output_dir": str(out), "model_name_or_path": model, "dataset": data,
                     "kinds": kinds.split(",") if kinds else None, "tie_weight": tie_weight,
+                    "loss_normalization": loss_normalization,
                     "center_rewards": center_rewards, "max_length": max_length, "num_train_epochs": epochs,
                     "max_steps": max_steps, "per_device_train_batch_size": batch_size,
                     "per_device_eval_batch_size": batch_size, "gradient_accumulation_steps": grad_accum,
@@ -187,25 +191,43 @@ def register(app: typer.Typer) -> None:
 
     @app.command("filter")
     def filter_cmd(
-        run_dir: Path = typer.Argument(..., help="Run dir written by `crome build`."),
+        run_dir: Path = typer.Argument(..., help="Run dir written by `crome build` (or a published folder: its test split is copied unfiltered)."),
         rm: str = typer.Option(..., "--rm", help="Baseline reward model (trained on the original rows)."),
-        keep_margin: float = typer.Option(..., "--keep-margin", help="tau: keep strict pairs with margin < tau, ties with |margin| > tau."),
         out: Path = typer.Option(..., "--out", "-o", help="New run dir for the filtered rows."),
+        keep_margin: Optional[float] = typer.Option(
+            None, "--keep-margin", help="tau, baseline reward units: keep causal pairs with margin < tau (misranked ones always)."),
+        keep_fraction: Optional[float] = typer.Option(
+            None, "--keep-fraction", help="Scale-free: keep this share of causal pairs, those with the lowest margins (misranked ones always)."),
+        tie_margin: Optional[float] = typer.Option(
+            None, "--tie-margin", help="Tie tau, baseline reward units: keep IQN ties with |margin| > tie tau."),
+        tie_fraction: Optional[float] = typer.Option(
+            None, "--tie-fraction", help="Scale-free: keep this share of IQN ties, those with the largest |margin|."),
         batch_size: int = typer.Option(16, help="Sequences per forward pass."),
         max_length: int = typer.Option(1024, help="Max tokens per side (prompt truncated first)."),
         dtype: str = typer.Option("auto", help="Weights dtype: auto, float32, bfloat16, float16."),
         device: Optional[str] = typer.Option(None, help="Device (default: cuda when available, else cpu)."),
     ) -> None:
-        """Keep the augmented pairs a baseline RM misranks or is unsure about; the rest become filter rejections."""
+        """Keep the augmented pairs a baseline RM misranks or is unsure about; the rest become filter rejections.
+
+        Originals (source ties included) and a test split are kept unscored. crome/train/RECIPE.md explains the thresholds.
+        """
         from crome.train.filter import filter_run
 
         try:
             summary = filter_run(
-                run_dir, out, baseline=rm, tau=keep_margin, batch_size=batch_size, max_length=max_length, dtype=dtype, device=device
+                run_dir, out, baseline=rm, keep_margin=keep_margin, keep_fraction=keep_fraction, tie_margin=tie_margin,
+                tie_fraction=tie_fraction, batch_size=batch_size, max_length=max_length, dtype=dtype, device=device,
             )
         except _EXPECTED as e:
             _fail(e)
         f = summary["filter"]
-        rows = [(k, str(f["kept"].get(k, 0)), str(f["dropped"].get(k, 0))) for k in ("causal", "neutral")]
-        rows.append(("original", str(summary["counts"]["rows_by_kind"].get("original", 0)), "0"))
-        _print_table(f"crome filter (tau {keep_margin:g}) -> {out}", rows, ("kind", "kept", "dropped"))
+        rows = []
+        for kind in ("causal", "neutral"):
+            t = f["thresholds"][kind]
+            given = ", ".join(f"{k} {v:g}" for k, v in (t["given"] or {}).items()) or "-"
+            m = (f["margins"].get(kind) or {})
+            spread = f"p10 {m['p10']:.3f} / p50 {m['p50']:.3f} / p90 {m['p90']:.3f}" if m else ""
+            rows.append((kind, given, _fmt(t["tau"]), spread, str(t["kept"]), str(t["dropped"])))
+        for name, n in sorted(f["unscored"].items()):
+            rows.append((name, "not scored", "", "", str(n), "0"))
+        _print_table(f"crome filter -> {out}", rows, ("rows", "threshold", "tau", "margins", "kept", "dropped"))

@@ -129,8 +129,13 @@ class Template:
             messages.append({"role": role, "content": content})
         return tuple(messages)
 
-    def request(self, *, context: dict[str, Any] | None = None, task: str | None = None, **variables: Any) -> "OracleRequest":
-        """An `OracleRequest` carrying this template's messages, settings, output model and identity."""
+    def request(
+        self, *, context: dict[str, Any] | None = None, validation: dict[str, Any] | None = None, task: str | None = None, **variables: Any
+    ) -> "OracleRequest":
+        """An `OracleRequest` carrying this template's messages, settings, output model and identity.
+
+        `validation` is what the answer is checked against beyond its schema (see `OracleRequest.validation`).
+        """
         from crome.schemas.calls import OracleRequest
 
         return OracleRequest(
@@ -142,6 +147,7 @@ class Template:
             temperature=self.temperature,
             max_output_tokens=self.max_output_tokens,
             context=dict(context or {}),
+            validation=dict(validation or {}),
         )
 
 

@@ -1,8 +1,12 @@
 """One oracle call as the contract sees it: the request a stage sends and the response it gets back.
 
 A request is what the provider sees (rendered messages, settings, output schema) plus the
-`context` an offline oracle works on directly (never rendered into text). Its cache key is the
-hash the run store files the call under.
+`context` an offline oracle works on directly (never rendered into text) and the `validation`
+context its answer is checked with. Its cache key is the hash the run store files the call under:
+what the provider sees and only the context fields the oracle declares it reads
+(`Capabilities.context_keys`), so data an LLM never reads (a donor text, the seed) cannot make a
+paid call miss the cache. A response lists every request that was sent for it (`sent`): retries
+and re-asks are billed too, and the spend is their sum.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Literal, Mapping
+from typing import Any, Iterable, Literal, Mapping, NamedTuple
 
 from pydantic import BaseModel
 
@@ -48,12 +52,22 @@ class OracleRequest:
     output_model: type[BaseModel]
     temperature: float = 0.0
     max_output_tokens: int = 2048
-    # Data an offline oracle works on directly (never rendered into text, still part of the key):
-    # e.g. the answer to rewrite, the rubric, the side (chosen/rejected), a donor text.
+    # Data an offline oracle works on directly (never rendered into text): e.g. the answer to
+    # rewrite, the rubric, the side (chosen/rejected), a donor text. Only the fields the oracle
+    # declares it reads are part of the cache key.
     context: dict[str, Any] = field(default_factory=dict)
+    # What an answer is checked against beyond its schema: pydantic validation context for the output
+    # model (a verdict's `{"other_rubrics": [names]}`). Not part of the cache key: it only restates what
+    # the rendered messages already ask, and a stored answer is checked against it again when replayed.
+    validation: dict[str, Any] = field(default_factory=dict)
 
-    def cache_key(self, provider: str, model: str) -> str:
-        """Hash of provider, model, rendered messages, generation settings and output schema."""
+    def cache_key(self, provider: str, model: str, context_keys: Iterable[str]) -> str:
+        """Hash of provider, model, rendered messages, generation settings, output schema and the context fields read.
+
+        `context_keys` is the oracle's `Capabilities.context_keys`: an LLM oracle reads none (the
+        messages are all it sees), the rules oracle the few fields its output depends on that the
+        rendered text does not carry.
+        """
         return stable_hash(
             {
                 "provider": provider,
@@ -61,13 +75,27 @@ class OracleRequest:
                 "messages": list(self.messages),
                 "settings": {"temperature": self.temperature, "max_output_tokens": self.max_output_tokens},
                 "schema": output_schema(self.output_model),
-                "context": self.context,
+                "context": {k: self.context[k] for k in sorted(context_keys) if k in self.context},
             }
         )
 
     @property
     def estimated_input_tokens(self) -> int:
         return estimate_input_tokens(self.messages)
+
+
+class Attempt(NamedTuple):
+    """One request sent to the provider for a call, with the usage it reported: what the provider bills.
+
+    `outcome`: ok | invalid (re-asked or given up) | refused | blocked | truncated | error (no answer:
+    rate limit, server error, timeout, dropped connection, garbled body). `reported` is False when
+    no usage came back: an answer's tokens are then estimated from its text, a failure's are 0.
+    """
+
+    outcome: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    reported: bool = True
 
 
 @dataclass
@@ -81,13 +109,25 @@ class OracleResponse:
     attempts: int = 1
     error: str | None = None
     cached: bool = False
+    # Every request sent for this response, first to last (retries and re-asks included); input_tokens
+    # and output_tokens above are their sums. Empty for an oracle that sends nothing (rules) or
+    # that does not itemise (then the response itself counts as one attempt).
+    sent: list[Attempt] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return self.status == "ok" and self.parsed is not None
 
+    def billed(self) -> list[Attempt]:
+        """The requests this response was billed for: its itemised `sent`, or itself when it has usage and no list."""
+        if self.sent:
+            return list(self.sent)
+        if self.input_tokens or self.output_tokens:
+            return [Attempt(self.status, self.input_tokens, self.output_tokens)]
+        return []
+
     def replace(self, **kw: Any) -> "OracleResponse":
         return dataclasses.replace(self, **kw)
 
 
-__all__ = ["OracleRequest", "OracleResponse", "Status", "estimate_input_tokens", "estimate_tokens", "output_schema"]
+__all__ = ["Attempt", "OracleRequest", "OracleResponse", "Status", "estimate_input_tokens", "estimate_tokens", "output_schema"]

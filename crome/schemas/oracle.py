@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections import Counter
+from typing import Literal, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 RubricName = Field(
     description="snake_case name of the attribute, e.g. factuality, relevance, completeness, safety",
@@ -60,7 +61,15 @@ class RubricChange(BaseModel):
 
 
 class Verdict(BaseModel):
-    """Original vs rewrite: did the target rubric move the intended way and did the others stay put?"""
+    """Original vs rewrite: did the target rubric move the intended way and did the others stay put?
+
+    A verdict is only complete when `others` names every other rubric of the prompt exactly once, by
+    its exact name. Which rubrics those are is not in the schema (it differs per prompt): the
+    request carries them as pydantic validation context, `{"other_rubrics": [names]}`, so an
+    incomplete verdict fails validation and is re-asked like any other invalid output. Without that
+    context (a verdict read on its own) only the shape is checked; `coverage_problem` says what is
+    wrong with a verdict for a given list, and `passes` never passes an incomplete one.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -68,9 +77,39 @@ class Verdict(BaseModel):
     others: list[RubricChange] = Field(description="the same comparison for every other rubric")
     explanation: str = Field(description="one or two sentences")
 
-    def passes(self, direction: Literal["upgrade", "degrade"]) -> bool:
+    @field_validator("others")
+    @classmethod
+    def _names_every_other_rubric(cls, others: list[RubricChange], info: ValidationInfo) -> list[RubricChange]:
+        expected = (info.context or {}).get("other_rubrics")
+        if expected is not None:
+            problem = coverage_problem([o.rubric for o in others], expected)
+            if problem:
+                raise ValueError(problem)
+        return others
+
+    def coverage_problem(self, expected: Sequence[str]) -> str | None:
+        """What keeps this verdict from covering exactly the rubrics `expected`; None when it does."""
+        return coverage_problem([o.rubric for o in self.others], expected)
+
+    def passes(self, direction: Literal["upgrade", "degrade"], expected: Sequence[str]) -> bool:
+        """The target moved the intended way, and every other rubric in `expected` was judged and stayed the same."""
         want = "better" if direction == "upgrade" else "worse"
-        return self.target == want and all(o.change == "same" for o in self.others)
+        complete = self.coverage_problem(expected) is None
+        return complete and self.target == want and all(o.change == "same" for o in self.others)
+
+
+def coverage_problem(named: Sequence[str], expected: Sequence[str]) -> str | None:
+    """Why `named` is not every rubric of `expected` exactly once (missing, extra, repeated), or None."""
+    counts, wanted = Counter(named), set(expected)
+    missing = [n for n in dict.fromkeys(expected) if n not in counts]
+    extra = sorted(n for n in counts if n not in wanted)
+    repeated = sorted(n for n, k in counts.items() if k > 1 and n in wanted)
+    if not (missing or extra or repeated):
+        return None
+    parts = [f"missing {', '.join(missing)}"] * bool(missing) + [f"not asked about {', '.join(extra)}"] * bool(extra)
+    parts += [f"named more than once {', '.join(repeated)}"] * bool(repeated)
+    want = ", ".join(dict.fromkeys(expected)) or "none (an empty list)"
+    return f"`others` must name each other rubric exactly once, by its exact name ({want}): {'; '.join(parts)}"
 
 
 class PhraseContent(BaseModel):

@@ -35,7 +35,8 @@ class CromeConfig(TrainingArguments):
     # > data
     dataset: str | None = field(default=None, metadata={"help": "Run dir, published folder (DIR/data/*.parquet), Parquet file or Hub id."})
     kinds: list[str] | None = field(
-        default=None, metadata={"help": "Row kinds to train on (original causal neutral); all when unset. A baseline uses original."}
+        default=None, metadata={"help": "Row kinds to train on (original causal neutral); all when unset. A baseline uses original: "
+                                            "rows with augmentation original, source ties included."}
     )
     eval_split: str | None = field(default="test", metadata={"help": "Split used for evaluation when the data has it."})
     eval_fraction: float = field(
@@ -50,6 +51,11 @@ class CromeConfig(TrainingArguments):
 
     # > loss
     tie_weight: float = field(default=1.0, metadata={"help": "lambda: weight of the tie loss on neutral rows (1.0 in the paper)."})
+    loss_normalization: str = field(
+        default="pairs",
+        metadata={"help": "pairs: mean over all pairs, ties weighted by lambda; per_kind: mean BT over strict pairs + lambda x mean "
+                          "tie loss over ties (crome/train/loss.py)."},
+    )
     center_rewards: float | None = field(
         default=None, metadata={"help": "Coefficient of mean((r_chosen + r_rejected)^2), keeping rewards centred (e.g. 0.01)."}
     )
@@ -75,6 +81,8 @@ class CromeConfig(TrainingArguments):
         super().__post_init__()
         if self.tie_weight < 0:
             raise ValueError("tie_weight must be >= 0")
+        if self.loss_normalization not in ("pairs", "per_kind"):
+            raise ValueError(f"loss_normalization must be pairs or per_kind, got {self.loss_normalization!r}")
         if self.model_dtype not in DTYPES:
             raise ValueError(f"model_dtype must be one of {', '.join(DTYPES)}")
         if self.kinds:

@@ -331,6 +331,17 @@ def _in_eval(keys: Iterable[str], fraction: float, seed: int) -> list[bool]:
     return [int(stable_hash({"seed": seed, "source": k}).split(":")[1][:8], 16) < cut for k in keys]
 
 
+def row_kind(kind: str, augmentation: str | None) -> str:
+    """The kind `--kinds` selects by: a source pair as it is is `original` whatever its kind (a source tie is kind neutral)."""
+    return "original" if augmentation == "original" else kind
+
+
+def _select_kinds(ds: Any, keep: set[str]) -> Any:
+    if "augmentation" not in ds.column_names:  # plain preference data: every row is an original
+        return ds.filter(lambda k: k in keep, input_columns="kind")
+    return ds.filter(lambda k, a: row_kind(k, a) in keep, input_columns=["kind", "augmentation"])
+
+
 def load_preference_data(
     spec: str | Path,
     *,
@@ -360,9 +371,9 @@ def load_preference_data(
     rows_total = Counter(train["kind"])
     if kinds:
         keep = set(kinds)
-        train = train.filter(lambda k: k in keep, input_columns="kind")
+        train = _select_kinds(train, keep)
         if eval_ds is not None:
-            eval_ds = eval_ds.filter(lambda k: k in keep, input_columns="kind")
+            eval_ds = _select_kinds(eval_ds, keep)
     if max_rows is not None:
         train = train.select(range(min(max_rows, len(train))))
     if len(train) == 0:
@@ -373,6 +384,7 @@ def load_preference_data(
         "kinds": list(kinds) if kinds else list(KINDS),
         "train_rows": len(train),
         "train_rows_by_kind": dict(Counter(train["kind"])),
+        "train_rows_by_augmentation": dict(Counter(train["augmentation"])) if "augmentation" in train.column_names else {},
         "rows_by_kind_before_filter": dict(rows_total),
         "eval_rows": len(eval_ds) if eval_ds is not None else 0,
         "eval_from": eval_from,

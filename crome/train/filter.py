@@ -1,22 +1,33 @@
 """Keep the augmentations a baseline reward model gets wrong or is unsure about (Crome's filtering step).
 
-A baseline RM, trained on the original rows only, scores every augmented pair (d = r(chosen) -
-r(rejected)). With threshold tau >= 0:
+A baseline RM, trained on the original rows only, scores every augmented pair, d = r(chosen) -
+r(rejected). Two rules, each with its own threshold, because they pull opposite ways:
 
-- a strict (causal) pair is kept when the baseline misranks it (d <= 0) or ranks it with a
-  margin below tau (d < tau): those are the pairs that still teach something;
-- a tie (neutral) pair is kept when |d| > tau: the baseline is not yet invariant to it;
-- original rows are always kept (and not scored).
+- a strict augmented pair (causal: upgrade, degrade, cross-prompt) is kept when the baseline
+  misranks it (d <= 0) or ranks it with a margin below tau (d < tau): raising tau keeps more;
+- an augmented tie (neutral: IQN) is kept when the baseline is not yet invariant to it,
+  |d| > tie tau: raising tie tau keeps fewer.
 
-Kept augmented rows carry the margin in `quality.baseline_margin` and the check
-`baseline_filter`; every dropped pair becomes a Rejection (stage "filter", margin in detail),
-so counts still add up.
+Each threshold is given either in the baseline's reward units (`keep_margin`, `tie_margin`, >= 0)
+or as the share of that kind to keep (`keep_fraction`, `tie_fraction` in [0, 1]), which does not
+depend on the baseline's scale: tau is then the margin below which that share of the strict pairs
+lie (misranked pairs are kept whatever the share), tie tau the |margin| above which that share of
+the ties lie. The summary records what was given, the tau it meant, the margins by kind and what
+each rule kept and dropped.
+
+Never scored, never dropped: originals, decided by `augmentation == "original"` (so a source tie,
+kind neutral, is an original), and every row of a `test` split (a filter tuned on a model must not
+choose what it is evaluated on). Kept augmented rows carry the margin in `quality.baseline_margin`
+and the check `baseline_filter`; every dropped pair becomes a Rejection (stage "filter", margin and
+threshold in the detail), so counts still add up.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +38,16 @@ from pydantic import ValidationError
 from crome import __version__
 from crome.outputs import Export, Layout, claim, folder_lock, read_export
 from crome.schemas import DatasetRow, Rejection, arrow_schema, to_table
-from crome.train.data import DataError, data_files
+from crome.train.data import _SHARD, DataError, data_files
 
 FILTER_CHECK = "baseline_filter"
+UNFILTERED_SPLITS = ("test",)
+RULES = {
+    "causal": "keep strict augmented pairs with margin < tau, or margin <= 0 (misranked)",
+    "neutral": "keep augmented ties with |margin| > tie tau",
+    "original": "augmentation original (source ties included): kept, not scored",
+    "test": "rows of a test split: kept, not scored",
+}
 LOCK_FILE = "crome.lock"  # the same writer lock as a run folder's, so publish and filter exclude each other
 
 
@@ -48,11 +66,57 @@ FILTERED_LAYOUT = Layout(
 )
 
 
-def keep(kind: str, margin: float, tau: float) -> bool:
-    """The filter rule for one augmented pair."""
-    if kind == "neutral":
-        return abs(margin) > tau
+@dataclass(frozen=True)
+class Threshold:
+    """One rule's threshold: an absolute margin, or the share of the rule's pairs to keep."""
+
+    margin: float | None = None
+    fraction: float | None = None
+
+    def check(self, name: str, flags: tuple[str, str]) -> None:
+        if self.margin is not None and self.fraction is not None:
+            raise ValueError(f"give {flags[0]} or {flags[1]} for {name} pairs, not both")
+        if self.margin is not None and not (self.margin >= 0 and math.isfinite(self.margin)):
+            raise ValueError(f"{flags[0]} must be a finite number >= 0, got {self.margin}")
+        if self.fraction is not None and not 0.0 <= self.fraction <= 1.0:
+            raise ValueError(f"{flags[1]} must be in [0, 1], got {self.fraction}")
+
+    @property
+    def given(self) -> dict[str, float] | None:
+        if self.margin is not None:
+            return {"margin": self.margin}
+        return None if self.fraction is None else {"fraction": self.fraction}
+
+
+def strict_tau(margins: list[float], t: Threshold) -> float:
+    """tau of the strict rule: the margin given, or the one below which `fraction` of `margins` lie."""
+    if t.margin is not None:
+        return t.margin
+    ranked = sorted(margins)
+    k = math.ceil(t.fraction * len(ranked))  # type: ignore[operator]
+    return math.inf if k >= len(ranked) else ranked[k]
+
+
+def tie_tau(margins: list[float], t: Threshold) -> float:
+    """tau of the tie rule: the margin given, or the |margin| above which `fraction` of the ties lie."""
+    if t.margin is not None:
+        return t.margin
+    ranked = sorted((abs(m) for m in margins), reverse=True)
+    k = math.ceil(t.fraction * len(ranked))  # type: ignore[operator]
+    return -math.inf if k >= len(ranked) else ranked[k]
+
+
+def keeps_strict(margin: float, tau: float) -> bool:
     return margin <= 0 or margin < tau
+
+
+def keeps_tie(margin: float, tau: float) -> bool:
+    return abs(margin) > tau
+
+
+def is_original(row: DatasetRow) -> bool:
+    """What the filter never scores: source pairs as they are, source ties included."""
+    return row.augmentation == "original"
 
 
 def read_rows(path: Path) -> list[DatasetRow]:
@@ -66,25 +130,18 @@ def read_rows(path: Path) -> list[DatasetRow]:
     return rows
 
 
-def _rejection(row: DatasetRow, margin: float, tau: float) -> Rejection:
-    if row.kind == "neutral":
-        reason, detail = "baseline_invariant", f"|margin| {abs(margin):.4f} <= tau {tau:g} (margin {margin:.4f})"
+def _rejection(row: DatasetRow, margin: float, tau: float, given: dict[str, float]) -> Rejection:
+    how = ", ".join(f"{k} {v:g}" for k, v in given.items())
+    if row.preference == 0.5:
+        reason, detail = "baseline_invariant", f"|margin| {abs(margin):.4f} <= tie tau {tau:.4g} (tie {how}; margin {margin:.4f})"
     else:
-        reason, detail = "baseline_confident", f"margin {margin:.4f} >= tau {tau:g}"
+        reason, detail = "baseline_confident", f"margin {margin:.4f} >= tau {tau:.4g} (keep {how})"
     return Rejection(
-        source_id=row.source_id,
-        stage="filter",
-        reason=reason,
-        detail=detail,
-        candidate_id=row.id,
-        augmentation=row.augmentation,
-        attribute=row.attribute,
+        source_id=row.source_id, stage="filter", reason=reason, detail=detail, candidate_id=row.id,
+        augmentation=row.augmentation, attribute=row.attribute,
         candidate={
-            "prompt": [m.model_dump() for m in row.prompt],
-            "chosen": row.chosen[0].content,
-            "rejected": row.rejected[0].content,
-            "preference": row.preference,
-            "baseline_margin": margin,
+            "prompt": [m.model_dump() for m in row.prompt], "chosen": row.chosen[0].content, "rejected": row.rejected[0].content,
+            "preference": row.preference, "baseline_margin": margin,
         },
     )
 
@@ -103,10 +160,26 @@ def _counts(rows: list[DatasetRow], rejections: pa.Table) -> dict[str, Any]:
     }
 
 
-def _margin_stats(values: list[float]) -> dict[str, float] | None:
+def margin_stats(values: list[float]) -> dict[str, float] | None:
+    """n, mean, min, deciles-ish quantiles and max of the margins, the share misranked (d <= 0), and |d| quantiles."""
     if not values:
         return None
-    return {"mean": sum(values) / len(values), "min": min(values), "max": max(values)}
+    v, a = sorted(values), sorted(abs(x) for x in values)
+
+    def q(xs: list[float], p: float) -> float:
+        return xs[min(len(xs) - 1, int(p * len(xs)))]
+
+    return {
+        "n": len(v), "mean": sum(v) / len(v), "min": v[0], "p10": q(v, 0.1), "p25": q(v, 0.25), "p50": q(v, 0.5),
+        "p75": q(v, 0.75), "p90": q(v, 0.9), "max": v[-1], "share_misranked": sum(x <= 0 for x in v) / len(v),
+        "abs_p50": q(a, 0.5), "abs_p90": q(a, 0.9),
+    }
+
+
+def _split_of(shard: Path) -> str:
+    """The split a shard belongs to, from its name (`test-00000-of-00001.parquet`); other names are train."""
+    m = _SHARD.match(shard.name)
+    return m.group("split") if m else "train"
 
 
 def filter_run(
@@ -114,20 +187,28 @@ def filter_run(
     out_dir: str | Path,
     *,
     baseline: str,
-    tau: float,
+    keep_margin: float | None = None,
+    keep_fraction: float | None = None,
+    tie_margin: float | None = None,
+    tie_fraction: float | None = None,
     batch_size: int = 16,
     max_length: int | None = 1024,
     dtype: str = "auto",
     device: str | None = None,
     scorer: tuple[Any, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write a filtered copy of `run_dir` to `out_dir` and return its summary. `scorer` = (model, tokenizer) if loaded."""
+    """Write a filtered copy of `run_dir` to `out_dir` and return its summary. `scorer` = (model, tokenizer) if loaded.
+
+    The strict rule needs `keep_margin` or `keep_fraction` when there are strict augmented pairs to
+    score, the tie rule `tie_margin` or `tie_fraction` when there are augmented ties (1.0 keeps all).
+    """
     from crome.train.evaluate import load_scorer, score_pairs_with_truncation
     from crome.train.pairs import as_eval_pair
 
     run, out = Path(run_dir), Path(out_dir)
-    if tau < 0:
-        raise ValueError("tau (--keep-margin) must be >= 0")
+    strict, tie = Threshold(keep_margin, keep_fraction), Threshold(tie_margin, tie_fraction)
+    strict.check("causal", ("--keep-margin", "--keep-fraction"))
+    tie.check("neutral", ("--tie-margin", "--tie-fraction"))
     if out.resolve() == run.resolve():
         raise ValueError("the filtered run must go to a new directory, not over its input")
     claim(out, FILTERED_LAYOUT, "crome filter", create=False)  # before scoring: a folder that is not ours stops here
@@ -147,31 +228,44 @@ def filter_run(
     if not shards:
         raise DataError(f"{run}: no data/*.parquet (expected a crome run dir)")
 
-    augmented = [(shard, i) for shard, rows in shards.items() for i, r in enumerate(rows) if r.kind != "original"]
-    model, tokenizer = scorer or load_scorer(baseline, dtype=dtype, device=device)
-    pairs = [as_eval_pair(shards[s][i], where=f"{s.name} row {i}") for s, i in augmented]
-    margins, truncated = score_pairs_with_truncation(model, tokenizer, pairs, batch_size, max_length) if pairs else ([], [])
+    shards = {s: (_split_of(s), rows) for s, rows in shards.items()}
+    scored = [(s, i) for s, (split, rows) in shards.items() if split not in UNFILTERED_SPLITS
+              for i, r in enumerate(rows) if not is_original(r)]
+    rule_of = {key: ("neutral" if shards[key[0]][1][key[1]].preference == 0.5 else "causal") for key in scored}
+    rules = {"causal": strict, "neutral": tie}
+    for name, n in Counter(rule_of.values()).items():
+        if rules[name].given is None:
+            flags = ("--keep-margin", "--keep-fraction") if name == "causal" else ("--tie-margin", "--tie-fraction")
+            raise ValueError(f"{run} has {n} {name} pairs to filter: give {flags[0]} or {flags[1]} ({flags[1]} 1 keeps them all)")
 
-    margin_of = {key: m for key, m in zip(augmented, margins)}
+    model, tokenizer = scorer or load_scorer(baseline, dtype=dtype, device=device)
+    pairs = [as_eval_pair(shards[s][1][i], where=f"{s.name} row {i}") for s, i in scored]
+    margins, truncated = score_pairs_with_truncation(model, tokenizer, pairs, batch_size, max_length) if pairs else ([], [])
+    margin_of = dict(zip(scored, margins))
+    by_rule: dict[str, list[float]] = {"causal": [], "neutral": []}
+    for key, m in margin_of.items():
+        by_rule[rule_of[key]].append(m)
+    taus = {"causal": strict_tau(by_rule["causal"], strict), "neutral": tie_tau(by_rule["neutral"], tie)}
+    keeps = {"causal": keeps_strict, "neutral": keeps_tie}
+
     kept_rows: dict[Path, list[DatasetRow]] = {}
     new_rejections: list[Rejection] = []
-    kept, dropped = Counter(), Counter()
-    margins_by_kind: dict[str, list[float]] = {}
-    for shard, rows in shards.items():
+    kept, dropped, unscored = Counter(), Counter(), Counter()
+    for shard, (split, rows) in shards.items():
         kept_rows[shard] = []
         for i, row in enumerate(rows):
-            if row.kind == "original":
+            if (shard, i) not in margin_of:
+                unscored["test" if split in UNFILTERED_SPLITS else "source_tie" if row.preference == 0.5 else "original"] += 1
                 kept_rows[shard].append(row)
                 continue
-            margin = margin_of[(shard, i)]
-            margins_by_kind.setdefault(row.kind, []).append(margin)
-            if keep(row.kind, margin, tau):
+            margin, rule = margin_of[(shard, i)], rule_of[(shard, i)]
+            if keeps[rule](margin, taus[rule]):
                 quality = row.quality.model_copy(update={"baseline_margin": margin, "checks": [*row.quality.checks, FILTER_CHECK]})
                 kept_rows[shard].append(row.model_copy(update={"quality": quality}))
-                kept[row.kind] += 1
+                kept[rule] += 1
             else:
-                new_rejections.append(_rejection(row, margin, tau))
-                dropped[row.kind] += 1
+                new_rejections.append(_rejection(row, margin, taus[rule], rules[rule].given or {}))
+                dropped[rule] += 1
 
     schema = arrow_schema(Rejection)
     old = old if old is not None else schema.empty_table()
@@ -182,8 +276,12 @@ def filter_run(
     summary.setdefault("counts", {}).update(_counts(all_rows, rejections))
     summary["filter"] = {
         "baseline": baseline,
-        "tau": tau,
-        "rule": "keep strict pairs with margin < tau (or <= 0), ties with |margin| > tau; originals always",
+        "rules": RULES,
+        "thresholds": {
+            name: {"given": rules[name].given, "tau": None if math.isinf(taus[name]) else taus[name],
+                   "scored": len(by_rule[name]), "kept": kept[name], "dropped": dropped[name]}
+            for name in ("causal", "neutral")
+        },
         "input_run": run.name,
         "input_export": record.id if record is not None else None,
         "max_length": max_length,
@@ -191,7 +289,8 @@ def filter_run(
         "truncated_pairs": sum(truncated),
         "kept": dict(kept),
         "dropped": dict(dropped),
-        "margins": {k: _margin_stats(v) for k, v in margins_by_kind.items()},
+        "unscored": dict(unscored),
+        "margins": {name: margin_stats(v) for name, v in by_rule.items() if v},
         "crome_version": __version__,
     }
     owned = claim(out, FILTERED_LAYOUT, "crome filter")

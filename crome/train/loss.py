@@ -6,8 +6,29 @@ With d = r(chosen) - r(rejected) and p the row's preference (1.0 strict, 0.5 tie
 
 A strict pair gives -log sigmoid(d), the Bradley-Terry loss; a tie gives
 -1/2 [log sigmoid(d) + log sigmoid(-d)], which is log 2 at d = 0 and grows with |d|.
-The batch loss is the mean over all pairs of w_i * loss_i, with w_i = tie_weight (lambda) on ties
-and 1 on strict pairs, so lambda scales the tie term's share of the gradient exactly as in the paper.
+
+How a batch of S strict pairs and T ties (N = S + T) is reduced, `normalization`:
+
+- "pairs" (the default): the mean over all pairs, ties weighted by lambda (`tie_weight`):
+
+      loss = (sum_strict loss_i + lambda * sum_ties loss_i) / N
+           = (S/N) * mean_strict + lambda * (T/N) * mean_ties
+
+  so each tie counts as much as a strict pair (times lambda), and the tie term's weight in the
+  gradient grows with the share of ties in the data. This is the reading the builds and the
+  benchmarks use.
+- "per_kind": the paper's two expectations added, each a mean over its own kind:
+
+      loss = mean_strict + lambda * mean_ties
+
+  so lambda alone sets the balance, whatever the share of ties; a batch without ties (or without
+  strict pairs) contributes only the term it has. With gradient accumulation or several devices
+  the means are per micro-batch, as every other term of the loss.
+
+The paper (Srivastava et al., arXiv 2506.16507) writes the objective as a Bradley-Terry term plus
+lambda times a tie term without saying how each is normalised. The two readings differ by the share
+of each kind: with half the rows ties, "pairs" is exactly half of "per_kind" (the same direction,
+half the step); with few ties, "pairs" all but drops the tie term and "per_kind" does not.
 """
 
 from __future__ import annotations
@@ -28,6 +49,9 @@ def pair_losses(margins: torch.Tensor, preference: torch.Tensor) -> torch.Tensor
     return -(preference * F.logsigmoid(margins) + (1.0 - preference) * F.logsigmoid(-margins))
 
 
+NORMALIZATIONS = ("pairs", "per_kind")
+
+
 def crome_loss(
     chosen_rewards: torch.Tensor,
     rejected_rewards: torch.Tensor,
@@ -35,11 +59,23 @@ def crome_loss(
     *,
     tie_weight: float = 1.0,
     center_rewards: float | None = None,
+    normalization: str = "pairs",
 ) -> torch.Tensor:
-    """Mean weighted pair loss over the batch, plus the optional reward-centering term."""
+    """The batch loss (see the module docstring for `normalization`), plus the optional reward-centering term."""
     margins = chosen_rewards - rejected_rewards
-    weights = torch.where(is_tie(preference), torch.full_like(margins, tie_weight), torch.ones_like(margins))
-    loss = (weights * pair_losses(margins, preference.to(margins.dtype))).mean()
+    losses = pair_losses(margins, preference.to(margins.dtype))
+    tie = is_tie(preference)
+    if normalization == "pairs":
+        weights = torch.where(tie, torch.full_like(margins, tie_weight), torch.ones_like(margins))
+        loss = (weights * losses).mean()
+    elif normalization == "per_kind":
+        strict = ~tie
+        # A kind absent from the batch adds nothing (a mean over no pairs would be 0/0).
+        strict_mean = (losses * strict).sum() / strict.sum().clamp(min=1)
+        tie_mean = (losses * tie).sum() / tie.sum().clamp(min=1)
+        loss = strict_mean + tie_weight * tie_mean
+    else:
+        raise ValueError(f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {normalization!r}")
     if center_rewards:
         # Eisenstein et al. 2023 (as TRL's center_rewards_coefficient): keeps each pair's rewards near zero so
         # the scale of r is identifiable; the pairwise loss only sees differences.

@@ -71,7 +71,8 @@ class CromeRewardTrainer(Trainer):
             inputs["use_cache"] = False
         rewards = model(**inputs).logits.squeeze(-1).float()
         chosen, rejected = torch.chunk(rewards, 2)
-        loss = crome_loss(chosen, rejected, preference, tie_weight=self.args.tie_weight, center_rewards=self.args.center_rewards)
+        loss = crome_loss(chosen, rejected, preference, tie_weight=self.args.tie_weight, center_rewards=self.args.center_rewards,
+                          normalization=self.args.loss_normalization)
 
         with torch.no_grad():
             d = chosen - rejected
@@ -202,7 +203,8 @@ def train(config: CromeConfig) -> Path:
             "data": data.info,
             "text_format": "chat_template" if encoder.chat else "plain",
             "truncation": truncation,
-            "loss": {"tie_weight": config.tie_weight, "center_rewards": config.center_rewards},
+            "loss": {"tie_weight": config.tie_weight, "center_rewards": config.center_rewards,
+                     "normalization": config.loss_normalization},
             "train_metrics": result.metrics,
             "eval_metrics": eval_metrics,
             "log_history": trainer.state.log_history,

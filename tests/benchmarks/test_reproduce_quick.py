@@ -58,9 +58,12 @@ def test_quick_reproduction_writes_every_method_and_column(tmp_path):
     assert "cross_prompt" not in run["build"]["crome"]["rows_by_augmentation"]
     built = {name: run["build"][name]["rows_by_kind"] for name in ("crome", "crome_iqn3")}
     assert built["crome_iqn3"]["neutral"] > built["crome"]["neutral"]
-    # Only the crome methods are filtered, each by the vanilla model with the run's tau.
+    # Only the crome methods are filtered, each by the vanilla model with the run's two thresholds.
     assert set(run["filter"]) == {"crome", "crome_iqn3"}
-    assert all(f["tau"] == result["setup"]["sizes"]["tau"] for f in run["filter"].values())
+    sizes = result["setup"]["sizes"]
+    for f in run["filter"].values():
+        assert f["thresholds"]["causal"]["given"] == {"margin": sizes["keep_margin"]}
+        assert f["thresholds"]["neutral"]["given"] == {"margin": sizes["tie_margin"]}
     # Causal degrades keep the opening line, so the cue is on both sides or neither, never on one only.
     causal = run["cue_in_training_rows"]["crome"].get("causal")
     if causal:

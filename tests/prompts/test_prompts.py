@@ -236,4 +236,9 @@ def test_request_carries_template_identity_and_settings():
     assert (req.output_model, req.temperature, req.max_output_tokens) == (Counterfactual, t.temperature, t.max_output_tokens)
     assert req.context == {"side": "chosen"}
     # Same template and data, same cache key; another template version would change the messages.
-    assert req.cache_key("rules", "rules") == t.request(context={"side": "chosen"}, **VARIABLES["degrade"]).cache_key("rules", "rules")
+    reads = {"side", "donor", "seed"}  # what the rules oracle reads beyond the rendered text
+    assert req.cache_key("rules", "rules", reads) == t.request(context={"side": "chosen"}, **VARIABLES["degrade"]).cache_key("rules", "rules", reads)
+    # Context an oracle reads is in its key; context it does not read is not (an LLM reads none).
+    other = t.request(context={"side": "rejected", "donor": "an unrelated answer"}, **VARIABLES["degrade"])
+    assert other.cache_key("rules", "rules", reads) != req.cache_key("rules", "rules", reads)
+    assert other.cache_key("openai", "gpt-4o-mini", ()) == req.cache_key("openai", "gpt-4o-mini", ())

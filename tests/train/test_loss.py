@@ -65,3 +65,37 @@ def test_tie_weight_zero_ignores_ties_entirely():
 
 def test_is_tie_survives_float_round_trips():
     assert is_tie(torch.tensor([0.5, 1.0], dtype=torch.bfloat16)).tolist() == [True, False]
+
+
+# Worked by hand with d chosen so that sigmoid is a simple fraction: sigmoid(ln 3) = 3/4, sigmoid(-ln 3) = 1/4.
+# Strict pairs at d = ln 3 and d = 0:  -log(3/4) = log(4/3)  and  -log(1/2) = log 2.
+# A tie at d = ln 3:  -1/2 [log(3/4) + log(1/4)] = 1/2 log(16/3).
+# Batch: strict (ln 3), strict (0), tie (ln 3), tie (0; its loss is log 2). S = 2 strict, T = 2 ties, N = 4.
+LN3 = math.log(3)
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.5, 1.0, 2.0])
+def test_both_normalizations_against_values_worked_by_hand(lam):
+    chosen, rejected, pref = t(LN3, 0.0, LN3, 0.7), t(0.0, 0.0, 0.0, 0.7), t(1.0, 1.0, 0.5, 0.5)
+    # "pairs": (log(4/3) + log 2 + lam * (1/2 log(16/3) + log 2)) / 4
+    pairs = (math.log(4 / 3) + math.log(2) + lam * (0.5 * math.log(16 / 3) + math.log(2))) / 4
+    # "per_kind": (log(4/3) + log 2) / 2 + lam * (1/2 log(16/3) + log 2) / 2
+    per_kind = (math.log(4 / 3) + math.log(2)) / 2 + lam * (0.5 * math.log(16 / 3) + math.log(2)) / 2
+    assert crome_loss(chosen, rejected, pref, tie_weight=lam).item() == pytest.approx(pairs, abs=1e-6)
+    assert crome_loss(chosen, rejected, pref, tie_weight=lam, normalization="per_kind").item() == pytest.approx(per_kind, abs=1e-6)
+    # With as many ties as strict pairs, the mean over all pairs is half the sum of the two means.
+    assert pairs == pytest.approx(per_kind / 2)
+
+
+def test_per_kind_weighs_ties_by_lambda_whatever_their_share():
+    # One strict pair (d = ln 3) and three ties at d = ln 3: per_kind = log(4/3) + lam * 1/2 log(16/3); pairs divides by 4.
+    chosen, rejected, pref = t(LN3, LN3, LN3, LN3), t(0.0, 0.0, 0.0, 0.0), t(1.0, 0.5, 0.5, 0.5)
+    assert crome_loss(chosen, rejected, pref, normalization="per_kind").item() == pytest.approx(math.log(4 / 3) + 0.5 * math.log(16 / 3), abs=1e-6)
+    assert crome_loss(chosen, rejected, pref).item() == pytest.approx((math.log(4 / 3) + 3 * 0.5 * math.log(16 / 3)) / 4, abs=1e-6)
+
+
+def test_per_kind_with_one_kind_missing_is_that_kind_alone():
+    assert crome_loss(t(LN3), t(0.0), t(1.0), normalization="per_kind").item() == pytest.approx(math.log(4 / 3), abs=1e-6)
+    assert crome_loss(t(LN3), t(0.0), t(0.5), tie_weight=2.0, normalization="per_kind").item() == pytest.approx(math.log(16 / 3), abs=1e-6)
+    with pytest.raises(ValueError, match="per_kind"):
+        crome_loss(t(0.0), t(0.0), t(1.0), normalization="mean")

@@ -375,6 +375,8 @@ def _audit(con: duckdb.DuckDBPyConnection, source: AuditSource, *, samples: int,
         sections.append(_section(con, "rejections", "Rejections by stage and reason", """
             SELECT stage, reason, count(*) AS rows FROM rejections GROUP BY stage, reason ORDER BY rows DESC, stage, reason"""))
     sections.append(_duplicates(con, source))
+    if con.execute("SELECT count(DISTINCT split) FROM pairs").fetchone()[0] > 1:
+        sections.append(_split_overlap(con))
 
     histogram = _histogram(con)
     sample_rows = con.execute(f"""
@@ -431,6 +433,31 @@ def _duplicates(con: duckdb.DuckDBPyConnection, source: AuditSource) -> Section:
         note="repeated_answer_pairs: rows whose two answers (in either order) occur in another row of the same kind; "
              "rejected_as_duplicate: candidates the build dropped with a duplicate reason.",
     )
+
+
+def _split_overlap(con: duckdb.DuckDBPyConnection) -> Section:
+    """Per split and kind: rows whose prompt or an answer text occurs in another split (as a prompt or an answer)."""
+    return _section(con, "split_overlap", "Overlap between splits", f"""
+        WITH r AS (
+            SELECT split, kind, coalesce(chosen[1].content, '') AS c, coalesce(rejected[1].content, '') AS rj,
+                   CASE WHEN len(prompt) = 1 THEN prompt[1].content ELSE prompt::VARCHAR END AS p
+            FROM pairs
+        ), texts AS (
+            SELECT DISTINCT split, text FROM (
+                SELECT split, p AS text FROM r UNION ALL SELECT split, c FROM r UNION ALL SELECT split, rj FROM r)
+        ), flagged AS (
+            SELECT r.split, r.kind,
+                   EXISTS (SELECT 1 FROM texts t WHERE t.text = r.p AND t.split <> r.split) AS shares_prompt,
+                   EXISTS (SELECT 1 FROM texts t WHERE (t.text = r.c OR t.text = r.rj) AND t.split <> r.split) AS shares_answer
+            FROM r
+        )
+        SELECT split, coalesce(kind, 'all') AS kind, count(*) AS rows,
+               count(*) FILTER (shares_prompt) AS prompt_in_other_split,
+               count(*) FILTER (shares_answer) AS answer_in_other_split
+        FROM flagged GROUP BY GROUPING SETS ((split, kind), (split))
+        ORDER BY split = 'test', split, {_KIND_SORT}""",
+                    note="Rows whose prompt, or one of whose answers, occurs in another split as a prompt or an answer (IQN ties "
+                         "included). A test split published by crome shows 0: it holds out whole groups of rows that share text.")
 
 
 def _histogram(con: duckdb.DuckDBPyConnection) -> Histogram:

@@ -245,8 +245,9 @@ def render_html(report: AuditReport) -> str:
 
     kinds = sec["by_kind"].records()
     out.append(_section_html(sec["by_kind"], hbar_svg("rows by kind", [(r["kind"], [r["rows"]]) for r in kinds], [("rows", "#6366f1")])))
-    for key in ("by_split", "by_augmentation", "preference", "duplicates"):
-        out.append(_section_html(sec[key]))
+    for key in ("by_split", "split_overlap", "by_augmentation", "preference", "duplicates"):
+        if key in sec:  # split_overlap: only with more than one split
+            out.append(_section_html(sec[key]))
 
     out.append(viewer_section(report.shortcuts.get("counterfactuals", [])))
     samples = "".join(

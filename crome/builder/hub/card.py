@@ -109,6 +109,7 @@ class CardInputs:
     rejections: Counter  # (stage, reason) -> count
     test_fraction: float
     split_seed: int
+    split: Any = None  # crome.builder.hub.splits.SplitReport of a test split
 
 
 # ---------------------------------------------------------------- YAML
@@ -262,9 +263,10 @@ def card_body(inp: CardInputs) -> str:
               else "the source's is unknown" if inp.license == "other" else "given at publish time; the source's is unknown")
     settings.append(["licence", f"`{inp.license}` ({origin})"])
     settings += [[f"option `{k}`", _json_cell(v)] for k, v in sorted((s.get("options") or {}).items())]
-    if inp.test_fraction > 0:
-        settings.append(["test split", f"{inp.test_fraction:g} of the source pairs, held out whole "
-                                       f"(seeded hash of `source_id`, seed {inp.split_seed})"])
+    if inp.split is not None:
+        sp = inp.split
+        settings.append(["test split", f"{sp.test_source_pairs:,} of {sp.source_pairs:,} source pairs ({sp.achieved:.1%}; "
+                                       f"asked {sp.test_fraction:g}), seed {sp.seed}"])
     add(_table(["setting", "value"], settings))
     add("")
     templates = s.get("templates") or {}
@@ -274,6 +276,9 @@ def card_body(inp: CardInputs) -> str:
         add(_table(["template", "version", "sha256"],
                    [[f"`{name}`", t.get("version", ""), f"`{t.get('sha256', '')}`"] for name, t in sorted(templates.items())]))
         add("")
+
+    if inp.split is not None:
+        add(split_section(inp.split))
 
     # ---- counts
     add("## Counts\n")
@@ -316,15 +321,22 @@ def card_body(inp: CardInputs) -> str:
     spent = s.get("spend") or {}
     tokens = {"input": spent["input_tokens"], "output": spent["output_tokens"]} if spent else (s.get("tokens") or {})
     cost = spent.get("cost_usd") if spent else s.get("cost_usd")
+    kept = (spent.get("kept") or {}).get("cost_usd")
+
+    def usd(x: Any) -> str:
+        return f"{x:.4f}" if isinstance(x, (int, float)) else "unknown"
+
     add("## Oracle usage\n")
     add(_table(
-        ["oracle calls", "replayed from cache", "new", "failed", "input tokens", "output tokens", "cost (USD)"],
+        ["oracle calls", "replayed from cache", "new", "failed", "requests billed", "input tokens billed", "output tokens billed",
+         "billed (USD)", "kept answers (USD)"],
         [[_fmt_int(calls.get("total", 0)), _fmt_int(calls.get("cached", 0)), _fmt_int(calls.get("new", 0)),
-          _fmt_int(calls.get("failed", 0)), _fmt_int(tokens.get("input", 0)), _fmt_int(tokens.get("output", 0)),
-          f"{cost:.4f}" if isinstance(cost, (int, float)) else "unknown"]],
+          _fmt_int(calls.get("failed", 0)), _fmt_int(spent.get("requests", calls.get("new", 0))),
+          _fmt_int(tokens.get("input", 0)), _fmt_int(tokens.get("output", 0)), usd(cost), usd(kept)]],
     ))
-    add("\nTokens and cost cover every oracle call made to build the dataset, over all runs; "
-        "the call counts are those of the last run.")
+    add("\nBilled: every request sent to the oracle to build the dataset, over all runs (retries, re-asks, "
+        "refusals, cut-off answers and calls sent again after a failure included). Kept answers: what the answers "
+        "the dataset was built from cost when they were made. The call counts are those of the last run.")
     if calls.get("by_task"):
         add("")
         add(_table(["task", "calls"], [[f"`{t}`", _fmt_int(n)] for t, n in sorted(calls["by_task"].items())]))
@@ -366,6 +378,19 @@ def card_body(inp: CardInputs) -> str:
     add("## Citation\n")
     add(f"```bibtex\n{CITATION}\n```")
     return "\n".join(out) + "\n"
+
+
+def split_section(sp: Any) -> str:
+    """The train/test rule and its figures: what a user needs to trust the test split."""
+    return (
+        "### Train/test split\n\n"
+        f"The `test` split holds {sp.test_source_pairs:,} of the {sp.source_pairs:,} source pairs ({sp.achieved:.1%}; "
+        f"{sp.test_fraction:g} asked for, seed {sp.seed}). Rule: {sp.rule}. The rows form {sp.groups:,} such groups "
+        f"(the largest has {sp.largest_group:,} source pairs; IQN ties draw their prompt within a small random group of "
+        "source pairs, which keeps groups small). Checked on the published rows: "
+        f"{sp.shared_prompts} test prompts and {sp.shared_answers} test answers occur in train. "
+        "`crome audit` on the published folder or repo reports the overlap between splits.\n"
+    )
 
 
 def render_card(inp: CardInputs) -> str:

@@ -23,6 +23,8 @@ import pyarrow.parquet as pq
 from pydantic import ValidationError
 
 from crome.builder.hub.card import CardInputs, SplitFacts, public_summary, render_card
+from crome.builder.hub.splits import SplitError, SplitReport
+from crome.builder.hub.splits import split_rows as leak_free_split
 from crome.builder.hub.sync import (
     CARD, SHARD_RE, PublishError, Release, StagedFile, SyncResult, hub_repo_id, is_local_target, local_folder,
     sync_to_folder, sync_to_hub,
@@ -143,39 +145,18 @@ def resolve_license(summary: dict[str, Any], requested: str | None) -> tuple[str
 # ---------------------------------------------------------------- splits and shards
 
 
-def _split_score(source_id: str, seed: int) -> float:
-    """A uniform draw in [0, 1) from the seed and the source pair's id alone."""
-    digest = stable_hash({"split": "test", "seed": seed, "source_id": source_id}).split(":", 1)[1]
-    return int(digest[:15], 16) / 16**15
-
-
-def in_test_split(source_id: str, test_fraction: float, seed: int) -> bool:
-    """Depends on nothing but the id and the seed, so a source pair's augmentations all follow it."""
-    return _split_score(source_id, seed) < test_fraction
-
-
-def split_rows(rows: list[DatasetRow], test_fraction: float, seed: int) -> tuple[dict[str, list[DatasetRow]], list[str]]:
-    """{"train": [...], "test": [...]} holding out whole source pairs; sorted so row order never matters."""
+def split_rows(rows: list[DatasetRow], test_fraction: float, seed: int) -> tuple[dict[str, list[DatasetRow]], SplitReport | None, list[str]]:
+    """{"train": [...]} or {"train": [...], "test": [...]} sharing no prompt or answer text; sorted so row order never matters."""
     if not 0.0 <= test_fraction < 1.0:
         raise PublishError(f"--test-fraction must be in [0, 1), got {test_fraction}")
     # Sorted by source pair, then kind: deterministic bytes whatever order the build wrote rows in.
     rows = sorted(rows, key=lambda r: (r.source_id, _KIND_RANK.get(r.kind, 9), r.augmentation, r.attribute or "", r.id))
     if test_fraction == 0.0:
-        return {"train": rows}, []
-    source_ids = sorted({r.source_id for r in rows})
-    test_ids = {sid for sid in source_ids if in_test_split(sid, test_fraction, seed)}
-    warnings = []
-    if not test_ids:
-        # Too few source pairs for the fraction: hold out the one the hash ranks first, still order-free.
-        first = min(source_ids, key=lambda sid: _split_score(sid, seed))
-        test_ids = {first}
-        warnings.append(f"--test-fraction {test_fraction:g} held out no source pair of {len(source_ids)}; held out one")
-    if len(test_ids) == len(source_ids):
-        raise PublishError(f"--test-fraction {test_fraction:g} holds out all {len(source_ids)} source pairs: lower it")
-    return {
-        "train": [r for r in rows if r.source_id not in test_ids],
-        "test": [r for r in rows if r.source_id in test_ids],
-    }, warnings
+        return {"train": rows}, None, []
+    try:
+        return leak_free_split(rows, test_fraction, seed)
+    except SplitError as e:
+        raise PublishError(str(e)) from None
 
 
 def _parse_size(size: str | int) -> int:
@@ -232,7 +213,7 @@ def stage_release(
     summary, rows = run.summary, run.rows
     duplicates = sum(n - 1 for n in Counter(r.id for r in rows).values() if n > 1)
     split_seed = int(summary.get("seed") or 0) if seed is None else seed
-    splits, warnings = split_rows(rows, test_fraction, split_seed)
+    splits, split_report, warnings = split_rows(rows, test_fraction, split_seed)
     license_id, license_warnings = resolve_license(summary, license)
     warnings = run.warnings + license_warnings + warnings
     status = summary.get("status", "complete")
@@ -250,7 +231,7 @@ def stage_release(
     card = render_card(CardInputs(
         repo_id=repo_id, license=license_id, summary=public_summary(summary), splits=facts,
         download_size=download_size, rejections=run.rejections,
-        test_fraction=test_fraction, split_seed=split_seed,
+        test_fraction=test_fraction, split_seed=split_seed, split=split_report,
     ))
     # The run dir's absolute location is the one local path a card could pick up from a careless field.
     for local in {str(run_dir.resolve()), str(run_dir.resolve().parent)}:

@@ -5,18 +5,33 @@ callable that already carries the cache (the run store), the limiter and the ret
 an `OracleResponse` back. Tests swap in a fake. What an oracle can do is declared in its
 `capabilities`, never discovered by failing; a provider batch API is a second protocol,
 `BatchOracle`, that the batch runner checks for.
+
+An oracle that queues requests (the LLM oracles: limiter, retries) may also have `halt(reason)`:
+after it, no further request goes out (a queued call or a retry raises `CallHalted`), while the
+requests already on the wire finish. A run that stops (Ctrl-C, budget, failure cap, a store
+that cannot write) halts its oracle, so what is already paid for is answered and recorded and
+nothing new is paid for.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, ClassVar, Protocol, runtime_checkable
+from typing import Any, Awaitable, Callable, ClassVar, Protocol, Sequence, runtime_checkable
 
-from crome.schemas.calls import OracleRequest, OracleResponse
+from crome.schemas.calls import Attempt, OracleRequest, OracleResponse
 
 
 class SystematicOracleError(RuntimeError):
     """An error that will hit every call (bad key, unknown model): stop the run at once."""
+
+
+class CallHalted(Exception):
+    """The oracle was halted before this call's next request went out; `sent` lists those already sent (billed)."""
+
+    def __init__(self, reason: str, sent: Sequence[Attempt] = ()) -> None:
+        super().__init__(f"not sent: {reason}")
+        self.reason = reason
+        self.sent = list(sent)
 
 
 @dataclass(frozen=True)
@@ -28,7 +43,8 @@ class Capabilities:
     verify: bool = True  # judges a rewrite against its original (the verify stage is on by default)
     priced: bool = True  # calls cost money: the price table applies, --max-cost means something
     batch: bool = False  # has a provider batch API (`--batch`); the oracle is then a `BatchOracle`
-    # Fields of `OracleRequest.context` the oracle reads: the only context a cache key needs.
+    # Fields of `OracleRequest.context` the oracle reads that the rendered messages do not carry:
+    # the only context a cache key holds. An LLM reads the messages alone (none); see the rules oracle.
     context_keys: frozenset[str] = field(default_factory=frozenset)
 
 
@@ -94,7 +110,19 @@ class BatchOracle(Oracle, Protocol):
 
 Generate = Callable[[OracleRequest], Awaitable[OracleResponse]]
 
+
+def cache_key(oracle: Oracle, request: OracleRequest) -> str:
+    """The key the run store files `request` under for `oracle`: what its provider sees, and the context it reads."""
+    return request.cache_key(oracle.provider, oracle.model, oracle.capabilities.context_keys)
+
+
+def halt(oracle: Oracle, reason: str) -> None:
+    """Stop `oracle` sending further requests, if it queues any (see the module docstring)."""
+    stop = getattr(oracle, "halt", None)
+    if stop is not None:
+        stop(reason)
+
 __all__ = [
-    "BatchJobs", "BatchOracle", "Capabilities", "Generate", "JobStatus", "Oracle", "OracleRequest", "OracleResponse",
+    "BatchJobs", "BatchOracle", "CallHalted", "Capabilities", "Generate", "cache_key", "halt", "JobStatus", "Oracle", "OracleRequest", "OracleResponse",
     "SystematicOracleError",
 ]

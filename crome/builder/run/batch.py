@@ -13,12 +13,20 @@ One invocation is one pass (with --wait, passes until the build completes):
 4. the queue is submitted: requests and intent recorded first, then the upload and the job, then
    the job id (a pass with more than one job's worth is split at the provider's limits).
 
-Never paid twice: a request is in at most one live job, and a job's intent is in the store before
-the job exists at the provider, so a crash anywhere leaves either no job or one the next pass adopts.
+Never paid twice: a request is in at most one live job (the queue holds each cache key once, so
+pairs that share an answer share its request: single flight), and a job's intent is in the store
+before the job exists at the provider, so a crash anywhere leaves either no job or one the next
+pass adopts. Every item collected is recorded as a billed attempt, failures included.
+
+Keys: a job lists the cache keys its requests had when it was submitted (they are the items'
+`custom_id`s). A job submitted by a crome whose keys held the whole request context
+(`key_version` absent) is collected under today's keys, recomputed from its stored requests,
+so upgrading crome while a job is in flight neither loses its answers nor sends them again.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import time
@@ -28,7 +36,7 @@ from typing import Any, Callable
 
 from crome.builder.run.generate import BatchQueue, CachedGenerate
 from crome.builder.oracles.base import SystematicOracleError
-from crome.schemas.calls import OracleRequest, OracleResponse
+from crome.schemas.calls import Attempt, OracleRequest, OracleResponse
 from crome.builder.oracles.base import BatchJobs, BatchOracle, JobStatus, Oracle
 from crome.builder.oracles.llm.batch import tag
 from crome.builder.store import CallRecord, RunStore, request_payload
@@ -42,6 +50,7 @@ REQUEST_KIND = "batch_request"  # artifact per request in a live job, keyed by c
 RUN_ID_META = "batch_run_id"
 
 LIVE = ("submitting", "submitted")  # a job whose requests must not be sent again
+KEY_VERSION = 2  # jobs list keys of what the provider sees (crome.builder.oracles.base.cache_key)
 
 
 def _now() -> str:
@@ -64,6 +73,8 @@ def rebuild_request(value: dict[str, Any]) -> OracleRequest:
         temperature=payload["settings"]["temperature"],
         max_output_tokens=payload["settings"]["max_output_tokens"],
         context=payload["context"],
+        # Stored since requests carry it; a job recorded before that is checked by the stages alone.
+        validation=payload.get("validation") or {},
     )
 
 
@@ -129,7 +140,7 @@ class BatchRun:
             if job["state"] == "submitted":
                 self._poll(job)
             if job["state"] in LIVE:
-                self.queue.in_flight.update(job["keys"])
+                self.queue.in_flight.update(self._current_keys(job).values())
             if job["state"] == "ingested" and intent not in self.ingested_now:
                 spent_before += job.get("cost_usd") or 0.0
         committed = sum(j.get("estimated_cost_usd") or 0.0 for j in self.jobs().values() if j["state"] in LIVE)
@@ -168,21 +179,31 @@ class BatchRun:
         except Exception as exc:  # noqa: BLE001 - results that cannot be read now are read next pass
             self._failed(f"reading the results of job {job['job_id']}", job, exc)
 
+    def _current_keys(self, job: dict[str, Any], requests: dict[str, OracleRequest] | None = None) -> dict[str, str]:
+        """Each item's custom_id (the key it was submitted under) -> the key its call is filed under now."""
+        if job.get("key_version") == KEY_VERSION:
+            return {k: k for k in job["keys"]}
+        if requests is None:
+            requests = {k: rebuild_request(v) for k, v in self.store.get_artifacts(REQUEST_KIND, job["keys"]).items()}
+        return {k: self.generate.key(requests[k]) if k in requests else k for k in job["keys"]}
+
     def _ingest(self, job: dict[str, Any], status: JobStatus) -> None:
         keys: list[str] = job["keys"]
         stored = self.store.get_artifacts(REQUEST_KIND, keys)
         requests = {k: rebuild_request(v) for k, v in stored.items()}
-        previous = self.store.get_calls(keys)
+        current = self._current_keys(job, requests)
+        previous = self.store.get_calls(list(current.values()))
         # Batch attempts add up across jobs; a re-read of the same job (a crash mid-ingest) does not add one.
         attempts = {}
         for k in keys:
-            prev = previous.get(k)
+            prev = previous.get(current[k])
             earlier = prev.attempts if prev is not None and prev.batch_job_id is not None and prev.batch_job_id != job["job_id"] else 0
             attempts[k] = earlier + 1
         answers = self.backend.results(job["job_id"], keys, requests, attempts)
         why = {"expired": "the batch job expired before this item ran", "failed": f"the batch job failed: {status.error or 'no reason given'}",
                "cancelled": "the batch job was cancelled before this item ran"}.get(status.state, "the finished batch job has no result for this item")
-        records, counts = [], {"items": len(keys), "ok": 0, "failed": 0, "missing": 0, "final": 0}
+        records: dict[str, CallRecord] = {}
+        counts = {"items": len(keys), "ok": 0, "failed": 0, "missing": 0, "final": 0}
         tokens_in = tokens_out = 0
         for k in keys:
             request = requests.get(k)
@@ -192,7 +213,8 @@ class BatchRun:
             resp = answers.get(k)
             if resp is None:
                 counts["missing"] += 1
-                resp = OracleResponse(status="error", error=f"{why} (batch attempt {attempts[k]})", attempts=attempts[k])
+                resp = OracleResponse(status="error", error=f"{why} (batch attempt {attempts[k]})", attempts=attempts[k],
+                                      sent=[Attempt("error", 0, 0, reported=False)])
             elif resp.status in ("error", "invalid"):
                 counts["failed"] += 1
             elif resp.status == "ok":
@@ -202,8 +224,16 @@ class BatchRun:
             tokens_in += resp.input_tokens
             tokens_out += resp.output_tokens
             self.generate.account(resp)
-            records.append(CallRecord.from_response(k, request, resp, self.provider, self.model, batch_job_id=job["job_id"]))
-        self.store.record_calls(records)
+            key = current[k]
+            record = CallRecord.from_response(key, request, resp, self.provider, self.model, batch_job_id=job["job_id"],
+                                              context_keys=self.generate.oracle.capabilities.context_keys)
+            # Two items of an old job may now share a key: one record (a final answer over a failure), both billed.
+            held = records.get(key)
+            if held is not None:
+                keep = record if record.replayable and not held.replayable else held
+                record = dataclasses.replace(keep, sent=[*held.sent, *record.sent])
+            records[key] = record
+        self.store.record_calls(list(records.values()))
         cost = self.price(tokens_in, tokens_out) if self.price is not None else 0.0
         job.update(state="ingested", counts=counts, input_tokens=tokens_in, output_tokens=tokens_out, cost_usd=cost,
                    outcome=status.state, ingested_at=_now())
@@ -238,7 +268,7 @@ class BatchRun:
             intent = stable_hash({"run": run_id, "seq": seq, "keys": keys})
             estimate = sum(self.generate.estimate_call_cost(r) for _, r in chunk)
             job = {"intent": intent, "seq": seq, "provider": self.provider, "model": self.model, "state": "submitting", "job_id": None,
-                   "keys": keys, "tasks": _tasks(chunk), "estimated_cost_usd": estimate, "created_at": _now()}
+                   "keys": keys, "key_version": KEY_VERSION, "tasks": _tasks(chunk), "estimated_cost_usd": estimate, "created_at": _now()}
             # Requests, then the intent, then the provider: a crash at any point leaves a state the next pass resolves.
             self.store.put_artifacts(REQUEST_KIND, {k: stored_request(k, r) for k, r in chunk})
             self._save(job)

@@ -52,8 +52,13 @@ class BuildConfig(BaseModel):
     causal: list[Literal["degrade", "upgrade"]] = Field(default_factory=lambda: ["degrade", "upgrade"])
     verify: bool | None = Field(default=None, description="verify rewrites with the oracle; default on for LLM oracles, off for rules")
     neutral_ratio: float = Field(default=1.0, ge=0, description="IQN neutrals per source pair (fractional part drawn at random)")
-    # IQN prompts must not answer the same question: word-set Jaccard of the two user turns must stay below this.
+    # IQN prompts must not ask the same thing: TF-IDF cosine of the two conversations' content words
+    # must stay below this (crome/builder/stages/neutral.py says how 0.2 was chosen).
     neutral_max_similarity: float = Field(default=0.2, ge=0, le=1)
+    neutral_group_size: int = Field(
+        default=16, ge=2,
+        description="IQN draws a tie's prompt within a fixed random group of about this many source pairs, so a test split can hold out whole groups",
+    )
     cross_prompt: bool = Field(default=False, description="add RRM-style cross-prompt pairs (on-prompt answer beats an off-prompt one)")
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     dedup_threshold: float = Field(default=0.85, gt=0, le=1, description="MinHash Jaccard above which two texts are near-duplicates")

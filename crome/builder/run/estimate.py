@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from crome.builder.oracles.base import Oracle
+from crome.builder.oracles.base import Oracle, cache_key
 from crome.builder.stages.base import Stage
 from crome.builder.store import RETRY_STATUSES, RunStore
 from crome.schemas import SourcePair
@@ -50,7 +50,7 @@ def estimate(
             for planned in stage.planned(pair):
                 request = planned.request
                 if planned.exact:
-                    key = request.cache_key(oracle.provider, oracle.model)
+                    key = cache_key(oracle, request)
                     if key not in exact:
                         exact[key] = (i, planned)
                     continue

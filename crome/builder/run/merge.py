@@ -12,6 +12,7 @@ The summary gains a `shards` section: each shard's counts and spend (from its st
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -119,7 +120,7 @@ class ReplayOracle:
         return f"{self.provider}:{self.model}"
 
     async def agenerate(self, request: OracleRequest) -> OracleResponse:
-        rec = self.failed.get(request.cache_key(self.provider, self.model))
+        rec = self.failed.get(request.cache_key(self.provider, self.model, self.capabilities.context_keys))
         if rec is None:
             # Complete shards made every call this build needs; a miss means their caches disagree with the source.
             self.misses += 1
@@ -132,27 +133,38 @@ class ReplayOracle:
 
 
 def _import_calls(shards: list[Shard], out: Path) -> tuple[dict[str, CallRecord], int]:
-    """Copy the shards' final calls into OUT's store (lowest shard first wins); return the failed ones, and the count."""
-    imported: set[str] = set()
+    """Copy the shards' calls into OUT's store; return the failed ones, and how many final ones were copied.
+
+    A key held by several shards keeps the first final answer (lowest shard first) and every
+    request any of them was billed for (`sent`), so OUT's spend is what its shards spent. A key
+    that only failed is kept as a failure, which the merged build replays through `ReplayOracle`.
+    """
+    held: dict[str, bool] = {}  # key -> OUT holds a final answer for it
     failed: dict[str, CallRecord] = {}
     with RunStore.open(out) as dest:
         for shard in sorted(shards, key=lambda s: s.index):
             with RunStore.open(shard.path, read_only=True) as src:
                 chunk: list[CallRecord] = []
                 for rec in src.iter_calls():
-                    if rec.key in imported:
-                        continue
-                    if rec.replayable:
-                        imported.add(rec.key)
-                        failed.pop(rec.key, None)
-                        chunk.append(rec)
-                        if len(chunk) >= _IMPORT_CHUNK:
-                            dest.record_calls(chunk)
-                            chunk = []
-                    else:
-                        failed.setdefault(rec.key, rec)
+                    final = held.get(rec.key)
+                    if final is None or (rec.replayable and not final):
+                        held[rec.key] = rec.replayable
+                        if rec.replayable:
+                            failed.pop(rec.key, None)
+                        else:
+                            failed.setdefault(rec.key, rec)
+                        chunk.append(rec)  # replaces what OUT holds, adding the requests it was sent
+                    else:  # OUT keeps its record; only the requests this one was billed for are added
+                        dest.record_calls(chunk)
+                        chunk = []
+                        mine = dest.get_call(rec.key)
+                        assert mine is not None
+                        dest.record_calls([dataclasses.replace(mine, sent=[*mine.sent, *rec.sent])], add_sent=False)
+                    if len(chunk) >= _IMPORT_CHUNK:
+                        dest.record_calls(chunk)
+                        chunk = []
                 dest.record_calls(chunk)
-    return failed, len(imported)
+    return failed, sum(held.values())
 
 
 def _shard_report(shards: list[Shard]) -> dict[str, Any]:
@@ -167,7 +179,7 @@ def _shard_report(shards: list[Shard]) -> dict[str, Any]:
             "rows_by_kind": c.get("rows_by_kind", {}),
             "spend": money,
         })
-    keys = ("calls", "batch_calls", "input_tokens", "output_tokens")
+    keys = ("calls", "batch_calls", "requests", "batch_requests", "input_tokens", "output_tokens")
     costs = [r["spend"]["cost_usd"] for r in rows]
     return {
         "count": len(rows),

@@ -5,6 +5,13 @@ call holds up only its own pair); the ordered stages (neutrals, dedup) run after
 pairs in source order. A re-run replays what the store holds and a killed run resumes. With
 `batch`, a pass sends nothing itself: its cache misses become one provider batch job
 (crome.builder.run.batch) and the pairs that wait on it stay pending until a re-run collects it.
+
+How a run stops: a stop (budget, --max-failures, internal errors) or the first Ctrl-C / SIGTERM
+halts the oracle: no new request goes out, the requests on the wire are awaited and recorded,
+and the pairs left unfinished are pending (a re-run picks them up). A stop still exports what
+is done; an interrupt exports nothing and ends with `BuildInterrupted` (exit 130). A pair that
+raises an unexpected exception is an `internal` rejection; those count toward --max-failures,
+and a run whose every finished pair failed that way stops with `internal_errors`.
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ from crome.builder.oracles import get_oracle
 from crome.builder.oracles.base import Oracle, SystematicOracleError
 from crome.builder.run.config import BuildConfig, display_source
 from crome.builder.run.export import RUN_LAYOUT, export
-from crome.builder.run.generate import BatchPending, BuildStopped, CachedGenerate
+from crome.builder.run.generate import BatchPending, BuildStopped, CachedGenerate, StoreWriteError
+from crome.builder.run.interrupt import GracefulInterrupt
 from crome.builder.run.progress import ProgressFile
 from crome.builder.run.summary import build_summary
 from crome.builder.sources import load_source
@@ -50,12 +58,21 @@ STAGES: tuple[type[Stage], ...] = (
     CausalStage,  # degrade / upgrade one rubric
     VerifyStage,  # the oracle checks only that rubric moved
     ValidateStage,  # edit, length, surface, language checks
-    NeutralStage,  # IQN ties (ordered: after the pair's own stages)
+    DedupStage,  # exact and near duplicates, first in source order wins (ordered: after the pair's own stages)
+    NeutralStage,  # IQN ties, from the pairs dedup kept
     CrossPromptStage,  # RRM baseline pairs, with --cross-prompt
     ShortcutStage,  # ties differing only in a found phrase shortcut, with --neutralize-shortcuts
-    DedupStage,  # exact and near duplicates, first in source order wins
+    DedupStage,  # the same index again, for the ties, cross-prompt and shortcut pairs just made
 )
 TASKS: tuple[str, ...] = tuple(t for s in STAGES for t in s.tasks)  # every template a build renders
+
+
+# Beyond the client timeout, what an interrupted run waits for its calls in flight to come back.
+INTERRUPT_GRACE_S = 5.0
+
+
+class BuildInterrupted(RuntimeError):
+    """Ctrl-C or SIGTERM: the calls in flight were awaited and recorded; nothing was exported. Re-run to resume."""
 
 
 @dataclass
@@ -73,6 +90,7 @@ class Progress:
     start: Callable[[int], None] = lambda total: None
     advance: Callable[[dict], None] = lambda stats: None
     stage: Callable[[str], None] = lambda name: None
+    notice: Callable[[str], None] = lambda message: None  # something the user must read now (an interrupt)
     estimate: Callable[[dict], None] = lambda summary: None  # a paid build's estimate, before its first call
 
 
@@ -116,6 +134,8 @@ class Builder:
             from crome.builder.run.batch import BatchRun, batch_jobs
 
             self.batch = BatchRun(store, batch_jobs(self.oracle), self.generate, price=self._price())
+        self.interrupted: str | None = None  # the signal that interrupted the run
+        self.first_internal_error: str | None = None
         self.contexts: list[PairContext] = []  # the pairs this run builds (its shard)
         self.pool: list[PairContext] = []  # every source pair: where irrelevant prompts and donors are drawn from
         self.stages: list[Stage] = []
@@ -141,7 +161,7 @@ class Builder:
         self.pool = [PairContext(pair=p) for p in pairs]
         self.contexts = [c for c in self.pool if in_shard(c.pair.source_id, self.cfg.shard)]
         env = StageEnv(options=self.cfg, generate=self.generate, templates=self.templates, capabilities=self.oracle.capabilities, pool=self.pool)
-        self.stages = [stage(env) for stage in STAGES]
+        self.stages = [stage(env) for stage in STAGES]  # a stage listed twice shares its run-wide state via env.shared
 
     # -- per pair -------------------------------------------------------------------------
     async def process_pair(self, ctx: PairContext) -> None:
@@ -156,54 +176,105 @@ class Builder:
         self.progress_file.update(pairs_done=self.progress_file.state["pairs_done"] + 1, calls=stats.total, new_calls=stats.new,
                                   failed_calls=stats.failed, cost_usd=round(stats.cost_usd, 6))
 
+    def _grace(self) -> float:
+        """How long calls in flight may take to come back: the client timeout, and a little for the answer to land."""
+        timeout = getattr(self.oracle, "timeout", None)
+        return (float(timeout) if timeout else 0.0) + INTERRUPT_GRACE_S
+
+    def _interrupt(self, signal_name: str) -> None:
+        self.interrupted = signal_name
+        in_flight = self.generate.sending
+        self.generate.stop(BuildStopped("interrupted", f"interrupted by {signal_name}"))
+        message = (f"{signal_name}: no new oracle calls are sent; waiting up to {self._grace():g}s (the client timeout) for the "
+                   f"{in_flight} call(s) in flight to answer and be recorded. Press Ctrl-C again to exit at once: "
+                   "their answers are then lost, and a re-run sends (and pays for) them again.")
+        log.warning(message)
+        self.progress.notice(message)
+        self.progress_file.update(stage=f"interrupted: waiting for {in_flight} call(s) in flight", force=True)
+
+    def _internal_error(self, ctx: PairContext, exc: BaseException) -> None:
+        # A bug must not lose the run: the pair is recorded with the error, the rest goes on, up to --max-failures.
+        detail = f"{type(exc).__name__}: {exc}"[:500]
+        if self.first_internal_error is None:
+            self.first_internal_error = detail
+            log.error("pair %s failed with an internal error (the first; later ones are logged in one line)",
+                      ctx.pair.source_id, exc_info=exc)
+        else:
+            log.warning("pair %s failed with an internal error: %s", ctx.pair.source_id, detail)
+        ctx.reject_pair("internal", "exception", detail)
+        self.generate.count_failure(internal=True, detail=detail)
+
     async def run_pairs(self) -> str | None:
         """Every pair through the per-pair stages with a bounded window in flight; returns why the run stopped, if it did."""
         window = max(64, 4 * self.cfg.concurrency)
         pending: dict[asyncio.Task, PairContext] = {}
-        stopped: str | None = None
         fatal: BaseException | None = None
+        finished = 0
         self.progress.start(len(self.contexts))
         self.progress_file.update(pairs_total=len(self.contexts), force=True)
 
         def reap(done: set[asyncio.Task]) -> None:
-            nonlocal stopped, fatal
+            nonlocal fatal, finished
             for t in done:
                 ctx = pending.pop(t)
-                exc = t.exception()
-                if isinstance(exc, BatchPending):  # waits on a batch job: neither done nor rejected
-                    ctx.set_pending()
-                elif isinstance(exc, BuildStopped):
-                    stopped = stopped or exc.reason
-                    ctx.set_pending()
-                elif isinstance(exc, SystematicOracleError):
+                exc = None if t.cancelled() else t.exception()
+                if t.cancelled() or isinstance(exc, (BatchPending, BuildStopped)):
+                    ctx.set_pending()  # waits on a batch job, or the run stopped: neither done nor rejected
+                elif isinstance(exc, (SystematicOracleError, StoreWriteError)) or (exc is not None and exc is self.generate.fatal):
                     fatal = fatal or exc
-                elif exc is not None:
-                    # A bug must not lose the run: the pair is recorded with the error, the rest goes on.
-                    log.exception("pair %s failed", ctx.pair.source_id, exc_info=exc)
-                    ctx.reject_pair("internal", "exception", f"{type(exc).__name__}: {exc}"[:500])
+                    ctx.set_pending()
+                else:
+                    finished += 1
+                    if exc is not None:
+                        self._internal_error(ctx, exc)
                 self._advance()
 
-        for ctx in self.contexts:
-            if stopped or fatal or self.generate.stopped:
-                ctx.pending = True
-                continue
-            pending[asyncio.ensure_future(self.process_pair(ctx))] = ctx
-            if len(pending) >= window:
-                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        with GracefulInterrupt(self._interrupt):
+            for ctx in self.contexts:
+                if fatal or self.generate.fatal or self.generate.stopped:
+                    ctx.pending = True
+                    continue
+                pending[asyncio.ensure_future(self.process_pair(ctx))] = ctx
+                if len(pending) >= window:
+                    done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    reap(done)
+            loop = asyncio.get_running_loop()
+            deadline: float | None = None
+            while pending:
+                # Once stopped, what is left is calls in flight: together they get the client timeout to come back.
+                if deadline is None and (self.generate.stopped is not None or self.generate.fatal is not None):
+                    deadline = loop.time() + self._grace()
+                timeout = None if deadline is None else max(deadline - loop.time(), 0.0)
+                done, _ = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if not done:
+                    for t in pending:
+                        t.cancel()
+                    done, _ = await asyncio.wait(pending)
                 reap(done)
-        if pending:
-            done, _ = await asyncio.wait(pending)
-            reap(done)
-        if self.batch is not None:
-            # A stage's gather fails at its first pending call; let its siblings queue theirs too.
-            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            if others:
-                await asyncio.wait(others)
-        self.generate.flush()
+            if self.batch is not None:
+                # A stage's gather fails at its first pending call; let its siblings queue theirs too.
+                others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                if others:
+                    await asyncio.wait(others)
+            # Calls whose pair is done (a sibling raised) still finish and are recorded.
+            lost = await self.generate.drain(self._grace() if deadline is None else max(deadline - loop.time(), 0.0))
+        if lost:
+            log.warning("%d oracle call(s) did not answer within %gs and were abandoned; they may have been billed", lost, self._grace())
         await self.oracle.aclose()
+        fatal = fatal or self.generate.fatal
         if fatal is not None:
             raise fatal
-        return stopped or (self.generate.stopped.reason if self.generate.stopped else None)
+        if self.interrupted:
+            self.progress_file.update(stage="interrupted", force=True)
+            stats = self.generate.stats
+            raise BuildInterrupted(
+                f"interrupted ({self.interrupted}): {stats.new} oracle call(s) made in this run are recorded"
+                + (f", {lost} abandoned after {self._grace():g}s" if lost else "")
+                + "; nothing was exported. Re-run the same command to resume: recorded calls are not sent again."
+            )
+        if self.generate.stopped is None and finished and self.generate.stats.internal == finished:
+            self.generate.stop(BuildStopped("internal_errors", f"every pair ({finished}) failed with an internal error"))
+        return self.generate.stopped.reason if self.generate.stopped else None
 
     async def run_ordered(self) -> None:
         """The ordered stages over the pairs in source order (a pending pair has nothing to add yet)."""
@@ -257,6 +328,7 @@ class Builder:
             cfg, oracle=self.oracle.name, templates=self.templates, contexts=self.contexts, quarantined=quarantined, rows=rows,
             rejections=rejections, source_info=source_info, stopped=stopped, seconds=time.perf_counter() - started,
             stats=self.generate.stats, store=self.store, batch=self.batch.report() if self.batch is not None else None,
+            first_internal_error=self.first_internal_error,
         )
         if finish is not None:
             finish(summary, self)

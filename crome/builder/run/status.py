@@ -1,8 +1,12 @@
 """`crome status RUN_DIR`: where a run stands, read from its store alone (no provider is called, no key needed).
 
-Spend is priced from the recorded calls: batch calls (those with a batch job id) at batch prices,
-the others at the standard price. A call sent again after a failure keeps only its last record,
-so this is what the run's cache holds, a floor on what was billed.
+Spend, two figures (batch requests at batch prices, the others at the standard price):
+- billed (`cost_usd`): every request sent to the provider, with the usage it reported: retries
+  and re-asks, refusals and cut-off answers, calls sent again after a failure on a re-run. What
+  the provider charged, as far as it reported usage; `unanswered_requests` got no answer and no
+  usage (rate limits, server errors, timeouts: providers do not bill those as a rule);
+- kept (`kept.cost_usd`): what the answers the cache holds cost when they were made, re-asks
+  included: the dataset's price had every call succeeded at once.
 
 While a build runs, its store is open for writing and DuckDB lets no other process read it, so
 status reads a snapshot instead: the build's live `progress.json` (stage, pairs, calls, cost so
@@ -21,32 +25,41 @@ from crome.builder.store import LOCK_FILE, STORE_FILE, RunInUseError, RunStore
 from crome.outputs import OutputError, lock_holder, read_export
 
 
-
 def spend(store: RunStore) -> dict[str, Any]:
-    """Calls, tokens and cost of every call the store holds (None cost: a model without a price)."""
+    """Requests, tokens and cost billed, and what the kept answers cost (None cost: a model without a price)."""
     from crome.builder.oracles import oracle_class
     from crome.builder.oracles.llm.pricing import estimate_cost
 
-    out: dict[str, Any] = {"calls": 0, "batch_calls": 0, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0,
-                           "batch_cost_usd": 0.0, "online_cost_usd": 0.0}
+    out: dict[str, Any] = {"calls": 0, "batch_calls": 0, "requests": 0, "batch_requests": 0, "unanswered_requests": 0, "input_tokens": 0, "output_tokens": 0,
+                           "cost_usd": 0.0, "batch_cost_usd": 0.0, "online_cost_usd": 0.0}
+    kept: dict[str, Any] = {"calls": 0, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
     known = True
-    for row in store.token_totals():
-        out["calls"] += row["calls"]
+    for row in store.spend_totals():
+        out["calls"] += row["calls"]  # stored calls (one per key), of any status
         out["batch_calls"] += row["calls"] if row["batch"] else 0
+        out["requests"] += row["attempts"]
+        out["batch_requests"] += row["attempts"] if row["batch"] else 0
+        out["unanswered_requests"] += row["unanswered_attempts"]
         out["input_tokens"] += row["input_tokens"]
         out["output_tokens"] += row["output_tokens"]
+        kept["calls"] += row["kept_calls"]
+        kept["input_tokens"] += row["kept_input_tokens"]
+        kept["output_tokens"] += row["kept_output_tokens"]
         cls = oracle_class(row["provider"])
         if cls is None or not cls.capabilities.priced:  # rules, and test oracles, cost nothing
             continue
-        cost = estimate_cost(row["model"], row["input_tokens"], row["output_tokens"], batch=row["batch"])
-        if cost is None:
+        billed = estimate_cost(row["model"], row["input_tokens"], row["output_tokens"], batch=row["batch"])
+        made = estimate_cost(row["model"], row["kept_input_tokens"], row["kept_output_tokens"], batch=row["batch"])
+        if billed is None or made is None:
             known = False
             continue
-        out["cost_usd"] += cost
-        out["batch_cost_usd" if row["batch"] else "online_cost_usd"] += cost
+        out["cost_usd"] += billed
+        out["batch_cost_usd" if row["batch"] else "online_cost_usd"] += billed
+        kept["cost_usd"] += made
     for k in ("cost_usd", "batch_cost_usd", "online_cost_usd"):
         out[k] = round(out[k], 6) if known else None
-    return out
+    kept["cost_usd"] = round(kept["cost_usd"], 6) if known else None
+    return {**out, "kept": kept}
 
 
 def _json(path: Path) -> dict[str, Any]:

@@ -31,6 +31,7 @@ def build_summary(
     stats: CallStats,
     store: RunStore,
     batch: dict[str, Any] | None = None,
+    first_internal_error: str | None = None,
 ) -> dict[str, Any]:
     by_stage: dict[str, Counter] = {}
     for r in rejections:
@@ -62,16 +63,19 @@ def build_summary(
             "rows_by_attribute": dict(Counter(r.attribute for r in rows if r.attribute).most_common()),
             "rejections": len(rejections),
             "rejections_by_stage": {s: dict(c.most_common()) for s, c in sorted(by_stage.items())},
+            "internal_errors": stats.internal,  # pairs that raised (a bug); the first traceback is in the log
         },
+        **({"first_internal_error": first_internal_error} if first_internal_error else {}),
         "oracle_calls": {**stats.as_dict(), "store": store.call_stats()},
+        # Billed in this run: every request sent (retries, re-asks, refusals, cut-offs), with its usage.
         "tokens": {
             "input": stats.input_tokens,
             "output": stats.output_tokens,
             "replayed_input": stats.cached_input_tokens,
             "replayed_output": stats.cached_output_tokens,
         },
-        "cost_usd": round(stats.cost_usd, 6) if stats.cost_known else None,  # spent by this run
-        # What every stored call cost when it was made: the price of the dataset, however many re-runs.
+        "cost_usd": round(stats.cost_usd, 6) if stats.cost_known else None,  # billed in this run
+        # Over every run of this directory: what was billed, and what the kept answers cost (`kept`).
         "spend": spend(store),
         "accounting": {
             "quarantined": len(quarantined),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import abc
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterable, Mapping, Protocol, Sequence
 
 from crome.builder.oracles.base import Capabilities, Generate
@@ -35,6 +35,7 @@ class MethodOptions(Protocol):
     verify_enabled: bool
     neutral_ratio: float
     neutral_max_similarity: float
+    neutral_group_size: int
     cross_prompt: bool
     validation: ValidationConfig
     dedup_threshold: float
@@ -53,6 +54,8 @@ class StageEnv:
     templates: Mapping[str, Any]  # task -> crome.prompts.Template
     capabilities: Capabilities  # of the oracle the run uses
     pool: Sequence[PairContext]  # every source pair: irrelevant prompts and donors are drawn from here
+    # Run-wide state that stages listed more than once share (the dedup index, the IQN drawer), by name.
+    shared: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -84,11 +87,12 @@ class Stage(abc.ABC):
         """The calls this stage would send for `pair` (none for stages that call no oracle)."""
         return ()
 
-    async def ask(self, task: str, variables: dict[str, Any], context: dict[str, Any]) -> OracleResponse:
-        return await self.env.generate(self.request(task, variables, context))
+    async def ask(self, task: str, variables: dict[str, Any], context: dict[str, Any], validation: dict[str, Any] | None = None) -> OracleResponse:
+        return await self.env.generate(self.request(task, variables, context, validation))
 
-    def request(self, task: str, variables: dict[str, Any], context: dict[str, Any]) -> OracleRequest:
-        return self.env.templates[task].request(context=context, **variables)
+    def request(self, task: str, variables: dict[str, Any], context: dict[str, Any], validation: dict[str, Any] | None = None) -> OracleRequest:
+        """The rendered request; `validation` is what its answer must also satisfy (pydantic validation context)."""
+        return self.env.templates[task].request(context=context, validation=validation, **variables)
 
 
 def conversation_text(messages: list[Message]) -> str:

@@ -12,10 +12,10 @@ requested intervention the oracle cannot make at all (upgrade for `rules`) is re
 from __future__ import annotations
 
 import asyncio
-from typing import Iterable
+import re
+from typing import Iterable, Sequence
 
 from crome.builder.stages.base import PlannedCall, Stage, conversation_text, directions, failure_detail, pair_rng, wants_causal
-from crome.builder.stages.neutral import draw_irrelevant
 from crome.builder.stages.rate import assumed_rubrics
 from crome.builder.stages.records import Candidate, PairContext
 from crome.schemas import SourcePair
@@ -23,6 +23,33 @@ from crome.schemas.calls import estimate_tokens
 
 SAFETY_RUBRICS = {"safety", "harmlessness", "harm_avoidance"}
 REWRITE_OVERHEAD = 60  # tokens a rewrite adds to the answer's own length (its `change` note)
+DONOR_DRAWS = 20
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def _word_jaccard(a: str, b: str) -> float:
+    wa, wb = set(_WORD.findall(a.lower())), set(_WORD.findall(b.lower()))
+    return len(wa & wb) / len(wa | wb) if wa | wb else 1.0
+
+
+def draw_donor(ctx: PairContext, pool: Sequence[PairContext], rng, max_similarity: float) -> PairContext | None:
+    """Another source pair whose last user turn shares few words with ctx's (word-set Jaccard), or None.
+
+    Kept exactly as it was when IQN used it (threshold: the run's `neutral_max_similarity`, over
+    word sets): the donor text is part of every rewrite request's context, hence of its cache key,
+    and a different draw would re-send (and re-pay) every rewrite of an existing LLM run. IQN draws
+    moved to `neutral.Drawer` (content similarity, draw groups).
+    """
+    if len(pool) < 2:
+        return None
+    for _ in range(DONOR_DRAWS):
+        other = pool[rng.randrange(len(pool))]
+        text = other.pair.prompt_text
+        if other.pair.source_id == ctx.pair.source_id or text == ctx.pair.prompt_text:
+            continue
+        if _word_jaccard(ctx.pair.prompt_text, text) < max_similarity:
+            return other
+    return None
 
 
 def select_attributes(ctx: PairContext, directions: list[str], k: int, seed: int, supports_safety: bool) -> list[str]:
@@ -47,7 +74,7 @@ class CausalStage(Stage):
     def donor(self, ctx: PairContext) -> str:
         """An answer written for an unrelated prompt (relevance interventions of the rules oracle)."""
         rng = pair_rng(self.options.seed, ctx.pair.source_id, "donor")
-        other, _ = draw_irrelevant(ctx, self.env.pool, rng, self.options.neutral_max_similarity)
+        other = draw_donor(ctx, self.env.pool, rng, self.options.neutral_max_similarity)
         return other.pair.chosen.content if other is not None else ""
 
     async def __call__(self, ctx: PairContext) -> bool:

@@ -175,19 +175,23 @@ KIND_ORDER = {"original": 0, "causal": 1, "neutral": 2}
 
 
 class DedupStage(Stage):
-    """Exact and near-duplicate pairs and generated answers; the first in source order wins."""
+    """Exact and near-duplicate pairs and generated answers; the first in source order wins.
+
+    Listed twice in the pipeline: before the neutrals (so a tie is only made from pairs that stay)
+    and after them (the ties themselves). Both share one index, and each candidate is checked once.
+    """
 
     name = "dedup"
     ordered = True
 
     def __init__(self, env: StageEnv) -> None:
         super().__init__(env)
-        self.pairs = Deduper(threshold=self.options.dedup_threshold)
-        self.answers = Deduper(threshold=self.options.dedup_threshold)
+        index = env.shared.setdefault("dedup", (Deduper(threshold=self.options.dedup_threshold), Deduper(threshold=self.options.dedup_threshold)))
+        self.pairs, self.answers = index
 
     async def __call__(self, ctx: PairContext) -> bool:
-        kept = []
-        for c in sorted(ctx.candidates, key=lambda c: KIND_ORDER[c.kind]):
+        kept = [c for c in ctx.candidates if c.deduped]
+        for c in sorted((c for c in ctx.candidates if not c.deduped), key=lambda c: KIND_ORDER[c.kind]):
             # Probe both before registering either: a rejected candidate must leave no trace
             # that a later one could be called a duplicate of.
             dup, pair_probe = self.pairs.probe(text_key(c.prompt, c.chosen, c.rejected, ordered=c.preference == 1.0), near=False)
@@ -202,6 +206,7 @@ class DedupStage(Stage):
             self.pairs.add(cid, pair_probe)
             if answer_probe is not None:
                 self.answers.add(cid, answer_probe)
+            c.deduped = True
             kept.append(c)
         ctx.candidates = kept
         return True

@@ -27,6 +27,7 @@ class Candidate:
     quality: dict[str, Any] = field(default_factory=dict)
     checks: list[str] = field(default_factory=list)
     evidence: ShortcutEvidence | None = None  # a shortcut-neutral tie: the phrase and why
+    deduped: bool = False  # passed dedup already (dedup runs before and after the neutrals)
 
     @property
     def id(self) -> str:

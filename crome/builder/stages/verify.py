@@ -1,7 +1,12 @@
 """Stage 4: the oracle compares original and rewrite on the target rubric and on the others.
 
 A rewrite that did not move the target the intended way, or moved another rubric, is rejected
-with the verdict recorded. An oracle that cannot judge (`rules`) leaves `verification = unsupported`.
+with the verdict recorded. A verdict must name every other rubric of the prompt exactly once, by its
+name: the request carries that list as validation context, so an LLM oracle's incomplete verdict is
+re-asked within the re-ask budget and then ends as a recorded failure (`oracle_invalid`); a verdict
+that reaches this stage incomplete all the same (an oracle that does not validate, a batch job sent
+before requests carried the list) is rejected as `verdict_incomplete`. Never a pass.
+An oracle that cannot judge (`rules`) leaves `verification = unsupported`.
 """
 
 from __future__ import annotations
@@ -31,12 +36,16 @@ class VerifyStage(Stage):
         conversation = conversation_text(ctx.pair.prompt)
         by_name = {r.name: r for r in ctx.rubrics}
 
+        def other_names(c: Candidate) -> list[str]:
+            return [r.name for r in ctx.rubrics if r.name != c.attribute]
+
         async def one(c: Candidate):
             others = [r.model_dump() for r in ctx.rubrics if r.name != c.attribute]
             return await self.ask(
                 "verify",
                 self._variables(conversation, c.original_answer or "", c.rewrite or "", by_name[c.attribute].model_dump(), others, c.augmentation),
                 {"prompt": ctx.pair.prompt_text, "original": c.original_answer, "rewrite": c.rewrite, "rubric": c.attribute, "direction": c.augmentation},
+                validation={"other_rubrics": other_names(c)},
             )
 
         kept: list[Candidate] = []
@@ -49,9 +58,14 @@ class VerifyStage(Stage):
                 ctx.rejections.append(c.reject("verify", f"oracle_{resp.status}", failure_detail(resp)))
                 continue
             v = resp.parsed
+            expected = other_names(c)
+            incomplete = v.coverage_problem(expected)  # type: ignore[union-attr]
+            if incomplete:
+                ctx.rejections.append(c.reject("verify", "verdict_incomplete", incomplete[:500]))
+                continue
             moved = [o.rubric for o in v.others if o.change != "same"]  # type: ignore[union-attr]
             summary = f"target {v.target}" + (f"; also changed: {', '.join(moved)}" if moved else "")  # type: ignore[union-attr]
-            if v.passes(c.augmentation):  # type: ignore[union-attr]
+            if v.passes(c.augmentation, expected):  # type: ignore[union-attr]
                 c.quality["verification"] = f"pass: {summary}"
                 c.checks.append("verified")
                 kept.append(c)

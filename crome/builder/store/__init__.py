@@ -1,7 +1,8 @@
 """The run store: one DuckDB file per run (RUN_DIR/crome.duckdb) holding everything a build derives.
 
 Tables: `source_pairs` and `quarantined` (the normalised source), `oracle_calls` (the call cache:
-every LLM call as a replayable record), `artifacts` (rubrics per prompt, batch jobs, run state),
+every LLM call as a replayable record, with every request sent for it and the usage it reported:
+what was billed), `artifacts` (rubrics per prompt, batch jobs, run state),
 `rows` and `rejections` (re-derived by each build), `meta`.
 
 Modules:
@@ -15,7 +16,7 @@ Modules:
 Callers import from this package, not from its modules.
 """
 
-from crome.builder.store.calls import FINAL_STATUSES, RETRY_STATUSES, CallRecord, redact, request_payload
+from crome.builder.store.calls import FINAL_STATUSES, RETRY_STATUSES, CallRecord, redact, request_payload, sent_entry
 from crome.builder.store.errors import RunInUseError, RunStoreError
 from crome.builder.store.lock import LOCK_FILE
 from crome.builder.store.migrations import MIGRATIONS, Migration, apply_migrations, migration
@@ -23,5 +24,5 @@ from crome.builder.store.run_store import STORE_FILE, RunStore
 
 __all__ = [
     "CallRecord", "FINAL_STATUSES", "LOCK_FILE", "MIGRATIONS", "Migration", "RETRY_STATUSES", "RunInUseError", "RunStore",
-    "RunStoreError", "STORE_FILE", "apply_migrations", "migration", "redact", "request_payload",
+    "RunStoreError", "STORE_FILE", "apply_migrations", "migration", "redact", "request_payload", "sent_entry",
 ]

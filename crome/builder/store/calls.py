@@ -6,6 +6,12 @@ A call's status decides what a re-run does with it:
 - failures, sent again by the next run: error (transport, rate limit, server) and invalid
   (structured output that did not validate after the re-asks).
 
+Billing: `sent` lists every request sent to the provider under this key, over every run, with
+the usage it reported (`outcome`, `input_tokens`, `output_tokens`, `reported`, `batch`): retries,
+re-asks, refusals, and the sends of a call that failed and was made again on a re-run (the store
+adds a new record's requests to those of the record it replaces). The spend is their sum; the
+record's own `input_tokens`/`output_tokens` are what the call that made its answer cost.
+
 Secrets: a call record keeps the rendered messages, generation settings, output schema name and
 context, never request headers or API keys; `CallRecord` refuses any other request field and
 redacts keys from error text.
@@ -17,15 +23,15 @@ import json
 import os
 import re
 import typing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, Iterable
 
 import pyarrow as pa
 from pydantic import BaseModel
 
 from crome.builder.store.columns import from_json, to_json
-from crome.schemas.calls import OracleRequest, OracleResponse, Status
+from crome.schemas.calls import Attempt, OracleRequest, OracleResponse, Status
 from crome.schemas.hashing import canonical_json
 
 STATUSES: frozenset[str] = frozenset(typing.get_args(Status))
@@ -34,7 +40,7 @@ FINAL_STATUSES: frozenset[str] = frozenset({"ok", "refused", "blocked", "unsuppo
 # Failures: a re-run sends the request again.
 RETRY_STATUSES: frozenset[str] = frozenset({"error", "invalid"})
 # What a stored request may hold. Headers and keys have no place here, by construction.
-REQUEST_FIELDS: frozenset[str] = frozenset({"messages", "settings", "schema", "context"})
+REQUEST_FIELDS: frozenset[str] = frozenset({"messages", "settings", "schema", "context", "validation"})
 
 # Error text comes from provider SDK exceptions, which may quote a key: such text is redacted
 # before it is stored, by the values of these variables and by the shapes of common keys.
@@ -53,15 +59,36 @@ def redact(text: str | None) -> str | None:
     return _KEY_SHAPES.sub("***", text)
 
 
-def request_payload(request: OracleRequest) -> dict[str, Any]:
-    """What the store keeps of a request: messages, settings, output schema name and context."""
-    return {
+# The JSON shape of `sent` for DuckDB's from_json (spend queries unnest it).
+SENT_SHAPE = '[{"outcome": "VARCHAR", "input_tokens": "BIGINT", "output_tokens": "BIGINT", "reported": "BOOLEAN", "batch": "BOOLEAN"}]'
+
+
+def sent_entry(attempt: Attempt, *, batch: bool = False) -> dict[str, Any]:
+    """One request sent, as a record's `sent` list holds it."""
+    return {"outcome": attempt.outcome, "input_tokens": attempt.input_tokens, "output_tokens": attempt.output_tokens,
+            "reported": attempt.reported, "batch": batch}
+
+
+def request_payload(request: OracleRequest, context_keys: Iterable[str] | None = None) -> dict[str, Any]:
+    """What the store keeps of a request: messages, settings, output schema name, context and validation context.
+
+    With `context_keys` (the oracle's `Capabilities.context_keys`) only the context the oracle
+    reads is kept: what the cache key holds. A shared call's record then names no donor or
+    seed of whichever pair asked first, and an LLM call's record is not weighed down by them.
+    The validation context is kept so that a request rebuilt from the store (a batch job's
+    answers) is checked exactly as the one a stage sent.
+    """
+    context = request.context if context_keys is None else {k: request.context[k] for k in context_keys if k in request.context}
+    payload = {
         "messages": [dict(m) for m in request.messages],
         "settings": {"temperature": request.temperature, "max_output_tokens": request.max_output_tokens},
         "schema": request.output_model.__name__,
         # Round-trip through canonical JSON: the same conversion the cache key makes.
-        "context": json.loads(canonical_json(request.context)),
+        "context": json.loads(canonical_json(context)) if context else {},
     }
+    if request.validation:  # only requests checked beyond their schema carry it (verdicts)
+        payload["validation"] = json.loads(canonical_json(request.validation))
+    return payload
 
 
 @dataclass
@@ -84,6 +111,7 @@ class CallRecord:
     error: str | None = None
     attempts: int = 1
     batch_job_id: str | None = None
+    sent: list[dict[str, Any]] = field(default_factory=list)  # every request billed under this key (see the module docstring)
     created_at: datetime | None = None
     updated_at: datetime | None = None
 
@@ -113,6 +141,7 @@ class CallRecord:
         model: str,
         *,
         batch_job_id: str | None = None,
+        context_keys: Iterable[str] | None = None,
     ) -> "CallRecord":
         return cls(
             key=key,
@@ -121,7 +150,7 @@ class CallRecord:
             task=request.task,
             template=request.template,
             template_sha256=request.template_sha256,
-            request=request_payload(request),
+            request=request_payload(request, context_keys),
             status=response.status,
             raw_response=response.raw or "",
             parsed=None if response.parsed is None else response.parsed.model_dump(mode="json"),
@@ -131,13 +160,18 @@ class CallRecord:
             error=response.error,
             attempts=response.attempts,
             batch_job_id=batch_job_id,
+            sent=[sent_entry(a, batch=batch_job_id is not None) for a in response.billed()],
         )
 
-    def to_response(self, output_model: type[BaseModel]) -> OracleResponse:
-        """The stored call as an `OracleResponse` (cached=True), its output validated into `output_model`."""
+    def to_response(self, output_model: type[BaseModel], validation: dict[str, Any] | None = None) -> OracleResponse:
+        """The stored call as an `OracleResponse` (cached=True), its output validated into `output_model`.
+
+        With the request's `validation` context: a stored answer that today's checks refuse raises
+        pydantic's ValidationError, and the caller treats the call as not made.
+        """
         return OracleResponse(
             status=self.status,  # type: ignore[arg-type]
-            parsed=None if self.parsed is None else output_model.model_validate(self.parsed),
+            parsed=None if self.parsed is None else output_model.model_validate(self.parsed, context=validation or None),
             raw=self.raw_response,
             input_tokens=self.input_tokens,
             output_tokens=self.output_tokens,
@@ -149,16 +183,18 @@ class CallRecord:
 
 
 CALL_COLUMNS = [f.name for f in fields(CallRecord)]
-_CALL_JSON = {"request", "parsed"}
+_CALL_JSON = {"request", "parsed", "sent"}
 _CALL_TYPES = {
     "key": pa.string(), "provider": pa.string(), "model": pa.string(), "task": pa.string(),
     "template": pa.string(), "template_sha256": pa.string(), "request": pa.string(), "status": pa.string(),
     "raw_response": pa.string(), "parsed": pa.string(), "input_tokens": pa.int64(), "output_tokens": pa.int64(),
-    "latency_s": pa.float64(), "error": pa.string(), "attempts": pa.int32(), "batch_job_id": pa.string(),
+    "latency_s": pa.float64(), "error": pa.string(), "attempts": pa.int32(), "batch_job_id": pa.string(), "sent": pa.string(),
     "created_at": pa.timestamp("us"), "updated_at": pa.timestamp("us"),
 }
 CALL_SCHEMA = pa.schema([(c, _CALL_TYPES[c]) for c in CALL_COLUMNS])
 CALL_SELECT = ", ".join(CALL_COLUMNS)
+# What a cache lookup needs: everything but the billing history (a replay never reads it).
+CALL_SELECT_REPLAY = ", ".join("'[]'" if c == "sent" else c for c in CALL_COLUMNS)
 CALL_INSERT_ROW = f"INSERT INTO oracle_calls ({CALL_SELECT}) VALUES ({', '.join('?' for _ in CALL_COLUMNS)})"
 CALL_INSERT_BATCH = f"INSERT INTO oracle_calls ({CALL_SELECT}) SELECT {CALL_SELECT} FROM {{batch}}"
 # Below this many records, binding parameters beats registering an arrow table (a few ms each, measured).
@@ -181,8 +217,10 @@ def call_values(record: CallRecord, created_at: datetime, updated_at: datetime) 
 def call_from_row(row: tuple) -> CallRecord:
     """A row selected with `CALL_SELECT` as a `CallRecord`."""
     data = dict(zip(CALL_COLUMNS, row))
-    for name in _CALL_JSON:
+    for name in ("request", "parsed"):
         data[name] = from_json(data[name])
+    sent = data["sent"]
+    data["sent"] = [] if sent is None or sent == "[]" else from_json(sent)  # a replay selects it as '[]'
     return CallRecord(**data)
 
 

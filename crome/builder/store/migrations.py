@@ -6,6 +6,7 @@ will not run it again. A schema change is a new function, registered after the o
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -130,6 +131,102 @@ def m002_sources_in_order(con: duckdb.DuckDBPyConnection) -> None:
     )
     con.execute("DROP TABLE quarantined")
     con.execute('CREATE TABLE quarantined (ord BIGINT PRIMARY KEY, "row" BIGINT NOT NULL, reason VARCHAR NOT NULL, detail VARCHAR NOT NULL)')
+
+
+@migration
+def m003_calls_record_every_request_sent(con: duckdb.DuckDBPyConnection) -> None:
+    """`oracle_calls.sent`: every request sent to the provider under a key, with the usage it reported: the spend is their sum.
+
+    One record per key is the answer a re-run replays; its retries, re-asks and the sends of a
+    failed call made again were billed too. A call stored before this column existed gets one
+    entry with its recorded usage (all its attempts summed, marked `backfilled`), when it has
+    any: the best figure such a store holds.
+    """
+    con.execute("ALTER TABLE oracle_calls ADD COLUMN sent JSON")
+    con.execute(
+        """UPDATE oracle_calls SET sent = CASE WHEN input_tokens > 0 OR output_tokens > 0 THEN
+               json_array(json_object('outcome', status, 'input_tokens', input_tokens, 'output_tokens', output_tokens,
+                                      'reported', true, 'batch', batch_job_id IS NOT NULL, 'backfilled', true))
+               ELSE '[]'::JSON END"""
+    )
+
+
+# What each oracle read from a request's context beyond its rendered messages when m004 was
+# released (their `Capabilities.context_keys`). An oracle not named here (a custom one) may read
+# anything: its calls keep their keys.
+_CONTEXT_READ_AT_M004 = {"openai": (), "gemini": (), "rules": ("donor", "seed", "side")}
+_REKEY_CHUNK = 2000
+
+
+def _key_payload(provider: str, model: str, request: dict, schema: dict, context: dict) -> dict:
+    return {"provider": provider, "model": model, "messages": request["messages"], "settings": request["settings"],
+            "schema": schema, "context": context}
+
+
+@migration
+def m004_keys_hold_only_what_the_oracle_reads(con: duckdb.DuckDBPyConnection) -> None:
+    """Re-file every call under a key without the context its oracle never reads (a donor, the seed).
+
+    The old key hashed the whole context, so a new --limit or --seed re-sent (and re-billed) every
+    rewrite. Each stored call is checked first: its old key is recomputed from the stored request
+    and only a call whose key matches (its output schema unchanged since) is moved. Calls that now
+    share a key (the same rewrite asked with two donors) keep one: a final answer over a failure,
+    then `ok`, then the latest. The requests they were sent with all go to it (`sent`, m003), so
+    nothing billed drops out of the spend.
+    """
+    from crome.schemas.hashing import stable_hash
+    from crome.schemas.oracle import OUTPUT_MODELS
+
+    schemas = {name: model.model_json_schema() for name, model in OUTPUT_MODELS.items()}
+    con.execute("CREATE TEMP TABLE _rekey (old VARCHAR, new VARCHAR)")
+    cur = con.cursor()
+    cur.execute("SELECT key, provider, model, request FROM oracle_calls")
+    while chunk := cur.fetchmany(_REKEY_CHUNK):
+        moves = []
+        for key, provider, model, request_json in chunk:
+            read = _CONTEXT_READ_AT_M004.get(provider)
+            request = json.loads(request_json)
+            schema = schemas.get(request.get("schema"))
+            if read is None or schema is None:
+                continue
+            context = request.get("context") or {}
+            if stable_hash(_key_payload(provider, model, request, schema, context)) != key:
+                continue  # made with another output schema: no current request has this key anyway
+            new = stable_hash(_key_payload(provider, model, request, schema, {k: context[k] for k in read if k in context}))
+            if new != key:
+                moves.append((key, new))
+        if moves:
+            con.executemany("INSERT INTO _rekey VALUES (?, ?)", moves)
+    cur.close()
+    # A call already under a new key (a request with no unread context) competes with those moving onto it.
+    con.execute("INSERT INTO _rekey SELECT DISTINCT r.new, r.new FROM _rekey r JOIN oracle_calls c ON c.key = r.new")
+    con.execute(
+        f"""CREATE TEMP TABLE _winner AS
+            SELECT old, new FROM (
+                SELECT r.old, r.new, row_number() OVER (
+                    PARTITION BY r.new
+                    ORDER BY c.status IN ({", ".join(repr(x) for x in ("ok", "refused", "blocked", "unsupported", "truncated"))}) DESC,
+                             c.status = 'ok' DESC, c.updated_at DESC, r.old) AS n
+                FROM _rekey r JOIN oracle_calls c ON c.key = r.old)
+            WHERE n = 1"""
+    )
+    # Everything the calls moving onto one key were billed stays with it.
+    con.execute(
+        """CREATE TEMP TABLE _sent AS
+           SELECT r.new, to_json(flatten(list(from_json(c.sent, '["JSON"]') ORDER BY c.created_at, r.old))) AS sent
+           FROM _rekey r JOIN oracle_calls c ON c.key = r.old GROUP BY r.new"""
+    )
+    columns = [r[0] for r in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'oracle_calls' ORDER BY ordinal_position").fetchall()]
+    select = ", ".join("w.new" if c == "key" else "s.sent" if c == "sent" else f"c.{c}" for c in columns)
+    con.execute(
+        f"""CREATE TEMP TABLE _moved AS SELECT {select}
+            FROM oracle_calls c JOIN _winner w ON c.key = w.old JOIN _sent s ON s.new = w.new"""
+    )
+    con.execute("DELETE FROM oracle_calls WHERE key IN (SELECT old FROM _rekey)")
+    con.execute("INSERT INTO oracle_calls SELECT * FROM _moved")
+    for table in ("_moved", "_sent", "_winner", "_rekey"):
+        con.execute(f"DROP TABLE {table}")
 
 
 def applied_migrations(con: duckdb.DuckDBPyConnection) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import replace
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,10 +23,13 @@ import pyarrow as pa
 import crome.builder.store.tables as tables
 from crome.builder.store.calls import (
     CALL_COLUMNS,
+    FINAL_STATUSES,
+    SENT_SHAPE,
     CALL_INSERT_BATCH,
     CALL_INSERT_ROW,
     CALL_SCHEMA,
     CALL_SELECT,
+    CALL_SELECT_REPLAY,
     SMALL_BATCH,
     CallRecord,
     call_from_row,
@@ -52,6 +56,45 @@ def _insert_arrow(con: duckdb.DuckDBPyConnection, sql: str, table: pa.Table) -> 
         con.execute(sql.format(batch=name))
     finally:
         con.unregister(name)
+
+
+def _upsert_calls(con: duckdb.DuckDBPyConnection, records: list[CallRecord], now: datetime, add_sent: bool = True) -> None:
+    """Replace the calls of these keys (last record of a key wins), keeping each key's first `created_at` and its requests sent.
+
+    A record that replaces another (a failed call made again) adds its `sent` to the old one's:
+    both were billed. A batch job's results read again (a crash before the job was marked
+    collected) replace their own earlier record instead, so they are not counted twice. With
+    `add_sent` False the records carry their whole `sent` already.
+    """
+    by_key = {r.key: r for r in records}
+    if len(by_key) < len(records):  # a key twice in one batch: the last record, the requests of both
+        by_key = {}
+        for r in records:
+            held = by_key.get(r.key)
+            by_key[r.key] = r if held is None else replace(r, sent=[*held.sent, *r.sent])
+    keys = list(by_key)
+    if len(keys) == 1:
+        found = con.execute("SELECT key, created_at, batch_job_id, sent FROM oracle_calls WHERE key = ?", keys).fetchall()
+    else:
+        found = con.execute(
+            "SELECT key, created_at, batch_job_id, sent FROM oracle_calls WHERE key IN (SELECT unnest(?::VARCHAR[]))", [keys]
+        ).fetchall()
+    created = {key: at for key, at, _, _ in found}
+    for key, _, job, sent in found:
+        new = by_key[key]
+        if add_sent and sent and not (job is not None and job == new.batch_job_id):
+            by_key[key] = replace(new, sent=[*json.loads(sent), *new.sent])
+    if len(created) == 1:
+        con.execute("DELETE FROM oracle_calls WHERE key = ?", list(created))
+    elif created:
+        con.execute("DELETE FROM oracle_calls WHERE key IN (SELECT unnest(?::VARCHAR[]))", [list(created)])
+    rows = [call_values(r, created.get(r.key, now), now) for r in by_key.values()]
+    if len(rows) < SMALL_BATCH:
+        for row in rows:
+            con.execute(CALL_INSERT_ROW, row)
+    else:
+        table = pa.Table.from_pylist([dict(zip(CALL_COLUMNS, row)) for row in rows], schema=CALL_SCHEMA)
+        _insert_arrow(con, CALL_INSERT_BATCH, table)
 
 
 class RunStore:
@@ -209,48 +252,64 @@ class RunStore:
 
     # -- oracle calls --
 
-    def record_calls(self, records: Iterable[CallRecord]) -> None:
+    def record_calls(self, records: Iterable[CallRecord], *, add_sent: bool = True) -> None:
         """Upsert call records by key in ONE transaction, durable on return; a repeated key: last one wins.
 
-        Re-recording a key replaces the call and keeps only its first `created_at`. It is a
-        delete + insert rather than ON CONFLICT DO UPDATE, which DuckDB runs at half the speed.
+        Re-recording a key replaces the call, keeps only its first `created_at` and adds the
+        requests it sent to those already recorded (see `_upsert_calls`; `add_sent=False`: the records
+        hold every request of their key already). It is a delete + insert
+        rather than ON CONFLICT DO UPDATE, which DuckDB runs at half the speed.
         """
         records = list(records)
         if not records:
             return
         now = utc_now()
-        by_key = {r.key: r for r in records}
-        keys = list(by_key)
+        self._transaction(lambda con: _upsert_calls(con, records, now, add_sent))
 
-        def body(con: duckdb.DuckDBPyConnection) -> None:
-            if len(keys) == 1:
-                found = con.execute("SELECT key, created_at FROM oracle_calls WHERE key = ?", keys).fetchall()
-            else:
-                found = con.execute(
-                    "SELECT key, created_at FROM oracle_calls WHERE key IN (SELECT unnest(?::VARCHAR[]))", [keys]
-                ).fetchall()
-            created = dict(found)
-            if len(created) == 1:
-                con.execute("DELETE FROM oracle_calls WHERE key = ?", list(created))
-            elif created:
-                con.execute("DELETE FROM oracle_calls WHERE key IN (SELECT unnest(?::VARCHAR[]))", [list(created)])
-            rows = [call_values(r, created.get(r.key, now), now) for r in by_key.values()]
-            if len(rows) < SMALL_BATCH:
-                for row in rows:
-                    con.execute(CALL_INSERT_ROW, row)
-            else:
-                table = pa.Table.from_pylist([dict(zip(CALL_COLUMNS, row)) for row in rows], schema=CALL_SCHEMA)
-                _insert_arrow(con, CALL_INSERT_BATCH, table)
+    def spend_totals(self) -> list[dict[str, Any]]:
+        """Per (provider, model, batch or online): what was billed (every request sent) and what the kept answers cost.
 
-        self._transaction(body)
+        Billed: every entry of every call's `sent` (retries, re-asks, failures, calls sent again
+        after a failure), priced by where it went (batch or online). Kept: the calls the cache
+        replays (final statuses), at the usage of the call that made each, re-asks included.
+        Requests that got no answer (and so reported no usage) are counted apart.
+        """
+        final = ", ".join(f"'{s}'" for s in sorted(FINAL_STATUSES))
+        billed = self._query(
+            f"""SELECT provider, model, e.batch, count(*), sum(e.input_tokens), sum(e.output_tokens),
+                       count(*) FILTER (WHERE e.outcome = 'error' AND NOT e.reported)
+                FROM oracle_calls, unnest(from_json(sent, '{SENT_SHAPE}')) AS u(e) GROUP BY ALL"""
+        )
+        kept = self._query(
+            f"""SELECT provider, model, batch_job_id IS NOT NULL, count(*), count(*) FILTER (WHERE status IN ({final})),
+                       coalesce(sum(input_tokens) FILTER (WHERE status IN ({final})), 0),
+                       coalesce(sum(output_tokens) FILTER (WHERE status IN ({final})), 0)
+                FROM oracle_calls GROUP BY ALL"""
+        )
+        out: dict[tuple, dict[str, Any]] = {}
 
-    def get_calls(self, keys: Iterable[str]) -> dict[str, CallRecord]:
-        """The stored calls among `keys` (missing keys are absent from the result), in one query."""
+        def row(p: str, m: str, b: bool) -> dict[str, Any]:
+            return out.setdefault((p, m, bool(b)), {
+                "provider": p, "model": m, "batch": bool(b), "attempts": 0, "input_tokens": 0, "output_tokens": 0,
+                "unanswered_attempts": 0, "calls": 0, "kept_calls": 0, "kept_input_tokens": 0, "kept_output_tokens": 0,
+            })
+
+        for p, m, b, n, i, o, unanswered in billed:
+            row(p, m, b).update(attempts=n, input_tokens=int(i), output_tokens=int(o), unanswered_attempts=unanswered)
+        for p, m, b, calls, n, i, o in kept:
+            row(p, m, b).update(calls=calls, kept_calls=n, kept_input_tokens=int(i), kept_output_tokens=int(o))
+        return [out[k] for k in sorted(out)]
+
+    def get_calls(self, keys: Iterable[str], *, sent: bool = True) -> dict[str, CallRecord]:
+        """The stored calls among `keys` (missing keys are absent from the result), in one query.
+
+        `sent=False` leaves out what each was billed (`sent` comes back empty): a cache lookup needs only the answer.
+        """
         keys = list(dict.fromkeys(keys))
         if not keys:
             return {}
         rows = self._query(
-            f"SELECT {CALL_SELECT} FROM oracle_calls WHERE key IN (SELECT unnest(?::VARCHAR[]))", [keys]
+            f"SELECT {CALL_SELECT if sent else CALL_SELECT_REPLAY} FROM oracle_calls WHERE key IN (SELECT unnest(?::VARCHAR[]))", [keys]
         )
         found = {row[0]: call_from_row(row) for row in rows}
         return {k: found[k] for k in keys if k in found}
@@ -262,17 +321,6 @@ class RunStore:
         """Every stored call, by key (merging shards copies a run's cache this way)."""
         for row in self._stream(f"SELECT {CALL_SELECT} FROM oracle_calls ORDER BY key"):
             yield call_from_row(row)
-
-    def token_totals(self) -> list[dict[str, Any]]:
-        """Calls and tokens per (provider, model, batch or online): what a cost report prices."""
-        rows = self._query(
-            """SELECT provider, model, batch_job_id IS NOT NULL AS batch, count(*), sum(input_tokens), sum(output_tokens)
-               FROM oracle_calls GROUP BY ALL ORDER BY ALL"""
-        )
-        return [
-            {"provider": p, "model": m, "batch": bool(b), "calls": n, "input_tokens": int(i), "output_tokens": int(o)}
-            for p, m, b, n, i, o in rows
-        ]
 
     def call_stats(self, since: datetime | None = None) -> dict[str, Any]:
         """Call totals by status and task, failures and token sums; `since` (UTC) counts only calls recorded after it."""

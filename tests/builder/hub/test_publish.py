@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from crome import __version__
 from crome.builder.hub import publish as publish_mod
-from crome.builder.hub.publish import PublishError, in_test_split, is_local_target, publish
+from crome.builder.hub.publish import PublishError, is_local_target, publish
 from crome.cli import app
 from crome.schemas import DatasetRow, hf_features, to_table
 
@@ -73,7 +73,8 @@ def test_folder_loads_with_datasets_with_exact_features_and_whole_source_pairs_p
     train_sources = {r["source_id"] for r in ds["train"]}
     test_sources = {r["source_id"] for r in ds["test"]}
     assert train_sources and test_sources and not train_sources & test_sources
-    assert test_sources == {p.source_id for p in run.source_pairs if in_test_split(p.source_id, 0.3, 0)}
+    assert len(test_sources) == 4  # 30% of 12 source pairs, in whole groups of two (a tie links partners)
+    assert not texts(ds["train"]) & texts(ds["test"])
     assert release.splits == {"train": ds["train"].num_rows, "test": ds["test"].num_rows}
 
 
@@ -92,11 +93,21 @@ def test_split_is_seeded_and_independent_of_row_order(tmp_path):
     test_c = {r["source_id"] for r in pq.read_table(tmp_path / "c/data/test-00000-of-00001.parquet").to_pylist()}
     assert test_a != test_c
     # The default seed is the build seed recorded in summary.json.
-    assert test_a == {p.source_id for p in run.source_pairs if in_test_split(p.source_id, 0.25, run.summary["seed"])}
+    publish(run.path, str(tmp_path / "d"), test_fraction=0.25, seed=run.summary["seed"], repo_id="acme/x")
+    assert _files(tmp_path / "a") == _files(tmp_path / "d")
+
+
+def texts(rows) -> set[str]:
+    """Every prompt (as its turns) and answer text of some rows, computed here from the published columns."""
+    out = set()
+    for r in rows:
+        out.add(r["prompt"][0]["content"] if len(r["prompt"]) == 1 else json.dumps([[m["role"], m["content"]] for m in r["prompt"]]))
+        out.update(m["content"] for m in r["chosen"] + r["rejected"])
+    return out
 
 
 def test_tiny_run_still_gets_a_test_split_and_full_holdout_is_refused(tmp_path):
-    run = make_run(tmp_path, n_sources=2)
+    run = make_run(tmp_path, n_sources=4)
     release, _ = publish(run.path, str(tmp_path / "out"), test_fraction=0.01)
     assert release.splits["test"] > 0 and release.splits["train"] > 0
     assert any("held out no source pair" in w for w in release.warnings)

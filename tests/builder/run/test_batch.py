@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -296,3 +297,54 @@ def test_batch_needs_an_llm_oracle(tmp_path):
     assert r.exit_code == 2 and "nothing to batch" in r.output
     r = CliRunner().invoke(app, ["status", str(tmp_path / "nowhere")])
     assert r.exit_code == 2 and "nowhere does not exist" in r.output
+
+
+def test_batch_pairs_that_share_answers_put_each_request_in_one_job_line(tmp_path):
+    """Single flight in batch mode: the pairs of a prompt share rate and rewrite requests (one line each), and
+    collecting the answers sends nothing more; the result equals the online build."""
+    src = tmp_path / "shared.jsonl"
+    shutil.copy(Path(__file__).resolve().parents[2] / "data" / "legacy_keys" / "source.jsonl", src)  # 4 x 2 x 2 pairs, shared answers
+    with FakeBatchServer(responder=responder) as server:
+        batch_until_done(src, tmp_path / "batch", "openai", server)
+        lines = [json.dumps(item["body"], sort_keys=True) for job in server.created() for item in job.items]
+        assert server.count() == len(lines)  # every request answered once, inside a job
+        with FakeBatchServer(responder=responder) as online:
+            run(src, tmp_path / "online", "openai", online)
+    assert len(lines) == len(set(lines)) > 0
+    assert outputs(tmp_path / "batch") == outputs(tmp_path / "online")
+
+
+def test_a_job_submitted_under_the_old_keys_is_collected_under_the_new_ones(tmp_path):
+    """Upgrading crome while a job is in flight: its items (custom_id = the old key, which hashed the whole
+    context) land under today's keys, the next pass does not send them again, and the build completes."""
+    from crome.builder.run.batch import REQUEST_KIND, rebuild_request
+    from crome.schemas.calls import output_schema
+    from crome.schemas.hashing import stable_hash
+
+    src = write_pairs(tmp_path / "pairs.jsonl", n=4)
+    expected, _ = online_reference(tmp_path, 4, "openai")
+    out = tmp_path / "batch"
+    with FakeBatchServer(responder=responder, polls_to_finish=1) as server:
+        assert run(src, out, "openai", server, batch=True).stopped == "batch_pending"
+        # What a crome before key_version 2 would have recorded and sent for the same job.
+        with RunStore.open(out) as store:
+            (job,) = [v for _, v in store.iter_artifacts(JOB_KIND)]
+            stored = store.get_artifacts(REQUEST_KIND, job["keys"])
+            old = {}
+            for key, value in stored.items():
+                r = rebuild_request(value)
+                old[key] = stable_hash({"provider": "openai", "model": "gpt-4o-mini", "messages": list(r.messages),
+                                        "settings": {"temperature": r.temperature, "max_output_tokens": r.max_output_tokens},
+                                        "schema": output_schema(r.output_model), "context": r.context})
+            assert all(old[k] != k for k in old)
+            store.delete_artifacts(REQUEST_KIND, list(stored))
+            store.put_artifacts(REQUEST_KIND, {old[k]: v for k, v in stored.items()})
+            job["keys"] = [old[k] for k in job["keys"]]
+            del job["key_version"]
+            store.put_artifact(JOB_KIND, job["intent"], job)
+        for item in server.created()[0].items:
+            item["custom_id"] = old[item["custom_id"]]
+        passes = batch_until_done(src, out, "openai", server)
+        lines = [json.dumps(item["body"], sort_keys=True) for j in server.created() for item in j.items]
+    assert len(lines) == len(set(lines))  # the old job's requests were not sent again
+    assert passes[-1]["status"] == "complete" and outputs(out) == expected

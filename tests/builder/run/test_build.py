@@ -162,14 +162,19 @@ def test_upgrade_and_degrade_pairs_are_oriented_and_verified(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "verdict, reason",
-    [({"target": "same", "others": []}, "target_not_moved"), ({"target": "worse", "others": [{"rubric": "relevance", "change": "worse"}]}, "other_rubrics_changed")],
+    "target, moved, reason",
+    [("same", None, "target_not_moved"), ("worse", 0, "other_rubrics_changed"), ("worse", -1, "other_rubrics_changed")],
 )
-def test_verification_rejects_with_the_verdict(tmp_path, verdict, reason):
+def test_verification_rejects_with_the_verdict(tmp_path, target, moved, reason):
     from crome.schemas import Verdict
 
+    def verdict(req):
+        names = req.validation["other_rubrics"]
+        others = [{"rubric": n, "change": "worse" if moved is not None and n == names[moved] else "same"} for n in names]
+        return OracleResponse(status="ok", parsed=Verdict(target=target, others=others, explanation="because"))
+
     src = write_pairs(tmp_path / "pairs.jsonl", n=3)
-    oracle = ScriptedOracle(verify=lambda req: OracleResponse(status="ok", parsed=Verdict(**verdict, explanation="because")))
+    oracle = ScriptedOracle(verify=verdict)
     build(cfg(src, tmp_path / "run", causal=["degrade"], max_attributes=1, neutral_ratio=0), oracle=oracle)
     assert not [r for r in read_rows(tmp_path / "run") if r["kind"] == "causal"]
     rej = [r for r in read_rejections(tmp_path / "run") if r["stage"] == "verify"]

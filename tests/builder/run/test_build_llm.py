@@ -26,6 +26,12 @@ def _between(text: str, tag: str) -> str:
     return m.group(1) if m else ""
 
 
+def other_rubrics(text: str) -> list[str]:
+    """The names the verify prompt lists under "Other rubrics:", as a judge reads them."""
+    section = text.split("Other rubrics:", 1)[1].split("\n\n", 1)[0]
+    return re.findall(r"^- (\w+):", section, re.M)
+
+
 def responder(record: RequestRecord):
     """Realistic answers by output schema: what a good judge and editor would return."""
     title = (record.schema or {}).get("title")
@@ -45,13 +51,15 @@ def responder(record: RequestRecord):
         return {"rewrite": " ".join(words), "change": f"changed {target}"}
     if title == "Verdict":
         target = "worse" if "becomes worse" in text else "better"
-        return {"target": target, "others": [{"rubric": "relevance", "change": "same"}], "explanation": "as intended"}
+        return {"target": target, "others": [{"rubric": n, "change": "same"} for n in other_rubrics(text)], "explanation": "as intended"}
     return None
 
 
 @pytest.fixture
 def server():
-    with FakeLLMServer(responder=responder, slow_s=1.5, retry_after="0.01") as s:
+    # A "slow" answer comes 2 s after the client's 1 s timeout: an event loop stalled by a loaded
+    # machine for less than that still times it out (at 0.5 s past, a stall let one through).
+    with FakeLLMServer(responder=responder, slow_s=3.0, retry_after="0.01") as s:
         yield s
 
 

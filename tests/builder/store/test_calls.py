@@ -16,7 +16,7 @@ from crome.schemas.oracle import Counterfactual
 
 def test_call_round_trip_with_parsed_output(tmp_path):
     req = request()
-    key = req.cache_key("gemini", "gemini-2.0-flash")
+    key = req.cache_key("gemini", "gemini-2.0-flash", ())
     parsed = Counterfactual(rewrite="Mars has three moons: Phobos and Deimos.", change="wrong count")
     resp = OracleResponse(status="ok", parsed=parsed, raw=parsed.model_dump_json(), input_tokens=812, output_tokens=40, latency_s=1.5)
     with RunStore.open(tmp_path) as store:

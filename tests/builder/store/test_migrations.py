@@ -7,16 +7,18 @@ import pytest
 
 from crome.builder.store import MIGRATIONS, STORE_FILE, RunStore, RunStoreError
 
+NAMES = ["m001_initial", "m002_sources_in_order", "m003_calls_record_every_request_sent", "m004_keys_hold_only_what_the_oracle_reads"]
+
 
 def test_migrations_apply_once_and_are_idempotent_on_reopen(tmp_path):
     with RunStore.open(tmp_path) as store:
-        assert store.applied_migrations() == [m.__name__ for m in MIGRATIONS] == ["m001_initial", "m002_sources_in_order"]
+        assert store.applied_migrations() == [m.__name__ for m in MIGRATIONS] == NAMES
         assert (tmp_path / STORE_FILE).exists()
     con = duckdb.connect(str(tmp_path / STORE_FILE), read_only=True)
     first = con.execute("SELECT name, applied_at FROM _migrations").fetchall()
     con.close()
     with RunStore.open(tmp_path) as store:
-        assert store.applied_migrations() == ["m001_initial", "m002_sources_in_order"]
+        assert store.applied_migrations() == NAMES
     con = duckdb.connect(str(tmp_path / STORE_FILE), read_only=True)
     assert con.execute("SELECT name, applied_at FROM _migrations").fetchall() == first
     con.close()
@@ -34,7 +36,7 @@ def test_a_newer_migration_list_applies_only_the_new_one(tmp_path):
 
     newer = [*MIGRATIONS, m099_add_notes]
     with RunStore.open(tmp_path, migrations=newer) as store:
-        assert store.applied_migrations() == ["m001_initial", "m002_sources_in_order", "m099_add_notes"]
+        assert store.applied_migrations() == [*NAMES, "m099_add_notes"]
         assert store.get_meta("kept") is True  # m001 did not run again over the data
     with RunStore.open(tmp_path, migrations=newer):
         pass
@@ -65,4 +67,4 @@ def test_a_failing_migration_is_rolled_back_and_retried(tmp_path):
 
     m099_fixed.__name__ = "m099_broken"
     with RunStore.open(tmp_path, migrations=[*MIGRATIONS, m099_fixed]) as store:
-        assert store.applied_migrations() == ["m001_initial", "m002_sources_in_order", "m099_broken"]
+        assert store.applied_migrations() == [*NAMES, "m099_broken"]

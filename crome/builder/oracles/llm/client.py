@@ -4,6 +4,11 @@ A provider subclass only turns messages into one API call (`_complete`) and name
 exceptions (`classify`); everything else (the two retry budgets, the re-ask, the downgrade
 from schema-constrained output to JSON mode to text, token accounting, secret scrubbing) lives
 here once, so the two backends cannot drift apart.
+
+Every request that goes out is an `Attempt` on the response (`sent`), with the usage the server
+reported for it: a re-ask, a refusal and a retried garbled answer are billed like any answer,
+and the run's spend is their sum. `halt` stops further requests (queued calls, retries, re-asks)
+while those on the wire finish.
 """
 
 from __future__ import annotations
@@ -20,8 +25,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel
 
-from crome.builder.oracles.base import Capabilities, SystematicOracleError
-from crome.schemas.calls import OracleRequest, OracleResponse, Status, estimate_input_tokens, estimate_tokens
+from crome.builder.oracles.base import CallHalted, Capabilities, SystematicOracleError
+from crome.schemas.calls import Attempt, OracleRequest, OracleResponse, Status, estimate_input_tokens, estimate_tokens
 from crome.builder.oracles.llm.limiter import RateLimiter
 from crome.builder.oracles.llm.pricing import estimate_cost
 from crome.builder.oracles.llm.retry import (
@@ -62,6 +67,17 @@ class _Call:
     input_tokens: int = 0
     output_tokens: int = 0
     started: float = field(default_factory=time.perf_counter)
+    sent: list[Attempt] = field(default_factory=list)  # every request that went out, with its usage
+
+    def settle(self, outcome: str) -> None:
+        """Name how the last request sent ended, once it is known (an answer may turn out invalid)."""
+        if self.sent:
+            last = self.sent[-1]
+            self.sent[-1] = last._replace(outcome=outcome)
+
+
+# How a completion's finish reads as an attempt outcome.
+_OUTCOME = {"stop": "ok", "length": "truncated", "refused": "refused", "blocked": "blocked", "error": "error"}
 
 
 class LLMOracle(abc.ABC):
@@ -104,6 +120,7 @@ class LLMOracle(abc.ABC):
         self.base_url = base_url or None
         self.timeout = float(timeout)
         self._fatal: SystematicOracleError | None = None
+        self._halted: str | None = None  # why no further request may go out (see `halt`)
         self.policy = RetryPolicy(
             max_transport_retries=int(max_transport_retries),
             max_reasks=int(max_reasks),
@@ -111,7 +128,8 @@ class LLMOracle(abc.ABC):
             backoff_max=float(backoff_max),
             max_retry_after=float(max_retry_after),
         )
-        self.limiter = RateLimiter(concurrency=int(concurrency), rpm=rpm, tpm=tpm)
+        # Its waits (rpm, tpm, a Retry-After pause) end early on `halt`, as do retry backoffs.
+        self.limiter = RateLimiter(concurrency=int(concurrency), rpm=rpm, tpm=tpm, sleep=self._sleep)
         if schema_mode == "auto":
             self._auto, self._mode_index = True, 0
         elif schema_mode in self.modes:
@@ -138,6 +156,20 @@ class LLMOracle(abc.ABC):
 
     def __repr__(self) -> str:  # never the key
         return f"{type(self).__name__}({self.model!r}, base_url={self.base_url!r}, mode={self.schema_mode!r})"
+
+    def halt(self, reason: str) -> None:
+        """Send nothing more: a call still queued, or due a retry or re-ask, raises `CallHalted`; requests on the wire finish."""
+        if self._halted is None:
+            self._halted = reason
+
+    async def _sleep(self, seconds: float) -> None:
+        """asyncio.sleep that returns as soon as the oracle is halted: nothing waits to send what will not be sent."""
+        end = time.monotonic() + seconds
+        while self._halted is None:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(left, 0.1))
 
     def cost(self, input_tokens: int, output_tokens: int, batch: bool = False) -> float | None:
         """USD for this usage from the price table, or None when the model is not in it."""
@@ -246,6 +278,8 @@ class LLMOracle(abc.ABC):
                 async with self.limiter.slot(input_estimate, request.max_output_tokens) as slot:
                     if self._fatal is not None:  # a bad key or model fails every call: send no more
                         raise self._fatal
+                    if self._halted is not None:
+                        raise CallHalted(self._halted, call.sent)
                     index = self._mode_index
                     mode = self.modes[index]
                     messages = self._messages_for(mode, call, request)
@@ -253,6 +287,8 @@ class LLMOracle(abc.ABC):
                     try:
                         completion = await self._complete(client, messages, request, mode)
                     except Exception as exc:  # noqa: BLE001 - every SDK error is classified here
+                        # No answer, no usage: providers do not bill these, but the request went out.
+                        call.sent.append(Attempt("error", 0, 0, reported=False))
                         mapped = self.classify(exc)
                         if isinstance(mapped, SystematicOracleError):
                             self._fatal = mapped
@@ -260,10 +296,12 @@ class LLMOracle(abc.ABC):
                             raise
                         # `from None`: the SDK exception (and any request it carries) stays out of tracebacks.
                         raise mapped from None
+                    reported = completion.input_tokens is not None and completion.output_tokens is not None
                     if completion.input_tokens is None:
                         completion.input_tokens = estimate_input_tokens(messages)
                     if completion.output_tokens is None:
                         completion.output_tokens = estimate_tokens(completion.text or "")
+                    call.sent.append(Attempt(_OUTCOME.get(completion.finish, "error"), completion.input_tokens, completion.output_tokens, reported))
                     slot.settle(completion.input_tokens + completion.output_tokens)
             except SchemaUnsupported as exc:
                 self._downgrade(index, exc)
@@ -277,7 +315,7 @@ class LLMOracle(abc.ABC):
             return completion
 
     async def _send(self, call: _Call, request: OracleRequest) -> Completion:
-        async for attempt in transport_retrying(self.policy, self.name):
+        async for attempt in transport_retrying(self.policy, self.name, sleep=self._sleep):
             with attempt:
                 return await self._send_once(call, request)
         raise AssertionError("tenacity ends with a result or the last exception")  # pragma: no cover
@@ -291,9 +329,10 @@ class LLMOracle(abc.ABC):
             problem: Exception = ValueError("the answer was empty")
         else:
             try:
-                return parse_output(text, request.output_model)
+                return parse_output(text, request.output_model, request.validation)
             except ValueError as exc:  # JSONDecodeError and pydantic's ValidationError
                 problem = exc
+        call.settle("invalid")
         # instructor style: the bad answer and the error become part of the conversation.
         call.messages.append({"role": "assistant", "content": text if text.strip() else "(empty answer)"})
         call.messages.append({"role": "user", "content": reask_message(problem)})
@@ -309,6 +348,7 @@ class LLMOracle(abc.ABC):
             latency_s=time.perf_counter() - call.started,
             attempts=call.attempts,
             error=redact(error) if error else None,
+            sent=list(call.sent),
         )
 
     async def agenerate(self, request: OracleRequest) -> OracleResponse:
@@ -325,6 +365,12 @@ class LLMOracle(abc.ABC):
             return self._response(call, "error", error=f"gave up after {self.policy.max_transport_retries + 1} tries: {exc}")
         except ItemError as exc:
             return self._response(call, "error", error=str(exc))
+        except SystematicOracleError as exc:
+            # Raised for every call once the key or model is found bad: a fresh instance per call
+            # carries what this one had already sent (a re-ask's first answer was billed).
+            fatal = SystematicOracleError(str(exc))
+            fatal.sent = list(call.sent)  # type: ignore[attr-defined]
+            raise fatal from None
         return self._finished(call, request, completion, parsed)
 
     def _finished(self, call: _Call, request: OracleRequest, completion: Completion, parsed: BaseModel | None) -> OracleResponse:
@@ -354,17 +400,21 @@ class LLMOracle(abc.ABC):
         A batch cannot re-ask inside the job: an invalid answer is recorded as `invalid`, a failure
         that the next pass sends again.
         """
+        reported = completion.input_tokens is not None and completion.output_tokens is not None
         input_tokens = completion.input_tokens if completion.input_tokens is not None else estimate_input_tokens(list(request.messages))
         output_tokens = completion.output_tokens if completion.output_tokens is not None else estimate_tokens(completion.text or "")
         call = _Call(messages=[], attempts=attempts, input_tokens=input_tokens, output_tokens=output_tokens)
+        # This batch item is one billed request (earlier batch attempts were recorded when they were collected).
+        call.sent.append(Attempt(_OUTCOME.get(completion.finish, "error"), input_tokens, output_tokens, reported))
         parsed = None
         if completion.finish == "stop":
             text = completion.text or ""
             try:
                 if not text.strip():
                     raise ValueError("the answer was empty")
-                parsed = parse_output(text, request.output_model)
+                parsed = parse_output(text, request.output_model, request.validation)
             except ValueError as exc:  # JSONDecodeError and pydantic's ValidationError
+                call.settle("invalid")
                 return self._response(call, "invalid", raw=text, error=f"batch output failed validation (no re-ask in a batch): {describe_error(exc)}")
         response = self._finished(call, request, completion, parsed)
         response.latency_s = 0.0  # a batch item has no latency of its own
@@ -372,4 +422,4 @@ class LLMOracle(abc.ABC):
 
     def batch_error(self, message: str, *, attempts: int = 1) -> OracleResponse:
         """A batch item that produced no answer (failed, expired, or lost with its job)."""
-        return OracleResponse(status="error", error=redact(message), attempts=attempts)
+        return OracleResponse(status="error", error=redact(message), attempts=attempts, sent=[Attempt("error", 0, 0, reported=False)])

@@ -14,7 +14,7 @@ import random
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Awaitable, Callable, Iterable, Mapping
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 from tenacity.wait import wait_base
@@ -94,7 +94,7 @@ class wait_retry_after_or_backoff(wait_base):
         return float(self.backoff(retry_state))
 
 
-def transport_retrying(policy: RetryPolicy, label: str = "oracle") -> AsyncRetrying:
+def transport_retrying(policy: RetryPolicy, label: str = "oracle", sleep: Callable[[float], Awaitable[None]] | None = None) -> AsyncRetrying:
     def before_sleep(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
@@ -106,6 +106,7 @@ def transport_retrying(policy: RetryPolicy, label: str = "oracle") -> AsyncRetry
         wait=wait_retry_after_or_backoff(policy),
         before_sleep=before_sleep,
         reraise=True,
+        **({"sleep": sleep} if sleep is not None else {}),
     )
 
 

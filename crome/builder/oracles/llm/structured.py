@@ -141,9 +141,12 @@ def extract_json(text: str) -> Any:
     raise first_error
 
 
-def parse_output(text: str, model: type[BaseModel]) -> BaseModel:
-    """Validate an answer against the output model; raises ValueError (JSON) or ValidationError."""
-    return model.model_validate(extract_json(text))
+def parse_output(text: str, model: type[BaseModel], context: dict[str, Any] | None = None) -> BaseModel:
+    """Validate an answer against the output model and the request's validation `context`.
+
+    Raises ValueError (JSON) or ValidationError; the caller re-asks with `reask_message`.
+    """
+    return model.model_validate(extract_json(text), context=context or None)
 
 
 def describe_error(exc: Exception) -> str:

@@ -89,10 +89,14 @@ class RulesOracle:
 
     provider: ClassVar[str] = "rules"
     # No judge: no upgrades, safety rewrites or verdicts; offline, so no price and nothing to batch.
-    # It works on the request's context, not its rendered text: those fields are what it reads.
+    # It works on the request's context, not its rendered text. Of the fields it reads, the prompt,
+    # conversation, answer, rubric and rubric names are all in the rendered messages, so the key
+    # has them already; these three are not, and its output depends on them: `side` (a rating
+    # follows the source label: the same answer is rated strong as chosen, weak as rejected),
+    # `donor` (the text a relevance degrade splices in) and `seed` (every degrade's draws).
     capabilities: ClassVar[Capabilities] = Capabilities(
         upgrade=False, safety=False, verify=False, priced=False, batch=False,
-        context_keys=frozenset({"prompt", "conversation", "rubrics", "side", "answer", "rubric", "donor", "seed"}),
+        context_keys=frozenset({"side", "donor", "seed"}),
     )
 
     def __init__(self, model: str = "rules", **options: Any):

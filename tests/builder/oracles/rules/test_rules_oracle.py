@@ -31,6 +31,42 @@ def test_implements_the_oracle_protocol_and_registry():
     assert not (caps.upgrade or caps.safety or caps.verify or caps.priced or caps.batch)
 
 
+def test_its_cache_keys_hold_the_side_donor_and_seed_it_reads_and_no_other_context(tmp_path):
+    """The rendered rate prompt does not say which side an answer is on, yet the rules rating follows it: the same
+    answer as chosen and as rejected must be two calls. A degrade reads the donor and the seed, not in the text either."""
+    import asyncio
+
+    from crome.builder.run.generate import CachedGenerate
+    from crome.builder.store import RunStore
+    from crome.prompts import load_template
+
+    rate, degrade_t = load_template("rate@v1"), load_template("degrade@v1")
+    rubrics = [{"name": "completeness", "definition": "covers the request"}]
+    answer = RECIPE
+    rendered = {"prompt": "How do I roast a chicken?", "answer": answer}
+    requests = [
+        rate.request(context={**rendered, "side": side, "rubrics": ["completeness"], "pair": i}, rubrics=rubrics, **rendered)
+        for i, side in enumerate(["chosen", "rejected", "chosen"])
+    ] + [
+        degrade_t.request(context={"answer": answer, "rubric": "relevance", "donor": donor, "seed": 0, "pair": i},
+                          rubric={"name": "relevance", "definition": "on topic"}, other_rubrics=[], **rendered)
+        for i, donor in enumerate([DONOR, ESSAY, DONOR])
+    ]
+
+    async def run(store):
+        generate = CachedGenerate(store, RulesOracle())
+        out = await asyncio.gather(*(generate(r) for r in requests))
+        generate.flush()
+        return generate.stats, out
+
+    with RunStore.open(tmp_path) as store:
+        stats, out = asyncio.run(run(store))
+    # chosen, rejected: two calls (a third, chosen again with another "pair", shares the first); two donors: two degrades
+    assert stats.new == 4 and stats.cached == 2
+    assert [r.rating for r in out[0].parsed.ratings] == ["strong"] and [r.rating for r in out[1].parsed.ratings] == ["weak"]
+    assert out[3].parsed.rewrite != out[4].parsed.rewrite and out[5].parsed == out[3].parsed
+
+
 def test_upgrade_verify_and_unknown_tasks_are_unsupported_never_faked():
     for task in ("upgrade", "verify", "summarise"):
         resp = ask(task, prompt="p", answer="An answer. With two sentences.", rubric="completeness", seed=0)
