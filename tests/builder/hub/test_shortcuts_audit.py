@@ -8,6 +8,7 @@ import random
 
 import pyarrow.parquet as pq
 import pytest
+from paths import SHARED_DATA
 from typer.testing import CliRunner
 
 from crome.builder.hub.audit import audit
@@ -72,6 +73,42 @@ def test_a_planted_closing_on_rejected_answers_comes_first_with_negative_strengt
     assert first["significant"] and first["strength"] < -0.75 and first["chosen_only"] == 0
 
 
+UF = SHARED_DATA / "ultrafeedback-binarized-sample" / "train_clean.jsonl"
+
+
+def real_dataset(tmp_path, *, opening=None, closing=None, n=600) -> dict:
+    """Real UltraFeedback pairs with a phrase planted on 85% of chosen answers (opening) or rejected ones (closing)."""
+    rng = random.Random(0)
+    rows = []
+    for i, line in enumerate(UF.read_text(encoding="utf-8").splitlines()[:n]):
+        s = json.loads(line)
+        c, r = s["chosen"], s["rejected"]
+        if opening and rng.random() < 0.85:
+            c = f"{opening} {c}"
+        if closing and rng.random() < 0.85:
+            r = f"{r}\n\n{closing}"
+        rows.append(row(i, c, r))
+    pq.write_table(to_table(rows, DatasetRow), tmp_path / "real.parquet")
+    return audit_json(tmp_path / "real.parquet")
+
+
+def test_on_real_answers_the_whole_planted_opening_ranks_first_and_its_shorter_openings_fold_into_it(tmp_path):
+    # "Sure," opens about 7% of these answers on either side already: its pairs are nearly, not exactly, the phrase's.
+    report = real_dataset(tmp_path, opening="Sure, I'd be happy to help!")
+    first = report["shortcuts"][0]
+    assert (first["feature"], first["text"]) == ("opening", "sure, i'd be happy to help!") and first["significant"]
+    assert {"opening: sure,", "opening: sure, i'd", "phrase: sure, i'd be happy to help!"} <= set(first["folded"])
+    listed = {(s["feature"], s["text"]) for s in report["shortcuts"]}
+    assert ("opening", "sure,") not in listed and ("opening", "sure, i'd be happy") not in listed
+
+
+def test_on_real_answers_a_planted_closing_on_rejected_answers_ranks_first(tmp_path):
+    report = real_dataset(tmp_path, closing="Hope this helps!")
+    first = report["shortcuts"][0]
+    assert (first["feature"], first["text"]) == ("closing", "hope this helps!") and first["strength"] < -0.7
+    assert "closing: helps!" in first["folded"]
+
+
 def test_a_clean_source_flags_nothing(tmp_path):
     report = audit_json(dataset(tmp_path, n=400, seed=3))
     assert report["shortcuts_found"] == 0
@@ -132,3 +169,4 @@ def test_the_viewer_diff_marks_exactly_the_changed_words():
                                 "quality": '{"edit_ratio": 0.2, "verification": "pass: worse"}'}, {"factuality": "Names the right city."})
     assert "<del>Paris</del>" in html and "<ins>Lyon</ins>" in html and "Names the right city." in html
     assert "edit ratio 0.200" in html and "verifier: pass: worse" in html
+
