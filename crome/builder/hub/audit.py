@@ -181,6 +181,13 @@ def resolve(path: str | Path) -> AuditSource:
     return source
 
 
+def _run_folder(source: AuditSource) -> Path | None:
+    """The run folder of `crome build` being audited (its store holds what rows do not: rubric definitions), if any."""
+    if source.type != "run":
+        return None
+    return source.folder or Path(source.label).expanduser()
+
+
 def check_unchanged(source: AuditSource) -> None:
     """The export the audit read is still the folder's: a build did not re-export meanwhile."""
     if source.folder is None:
@@ -395,7 +402,7 @@ def _audit(con: duckdb.DuckDBPyConnection, source: AuditSource, *, samples: int,
 
     return AuditReport(
         source=source.label, source_type=source.type, files=len(source.data), rows=total,
-        sections=sections, histogram=histogram, samples=sample_map, shortcuts=shortcut_report(con, seed=seed),
+        sections=sections, histogram=histogram, samples=sample_map, shortcuts=shortcut_report(con, seed=seed, run_folder=_run_folder(source)),
     )
 
 

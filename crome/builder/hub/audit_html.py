@@ -249,7 +249,7 @@ def render_html(report: AuditReport) -> str:
         if key in sec:  # split_overlap: only with more than one split
             out.append(_section_html(sec[key]))
 
-    out.append(viewer_section(report.shortcuts.get("counterfactuals", [])))
+    out.append(viewer_section(report.shortcuts.get("counterfactuals", []), note=report.shortcuts.get("definitions")))
     samples = "".join(
         f"<h3>{escape(kind)}</h3>" + "".join(_sample_html(kind, s) for s in rows) for kind, rows in report.samples.items()
     )

@@ -24,13 +24,16 @@ CSS = """
 .cf .tag { display:inline-block; padding:1px 7px; border-radius:10px; font-size:11px; font-weight:600; margin-right:6px; }
 .tag.degrade { background:#fee2e2; color:#991b1b; } .tag.upgrade { background:#dcfce7; color:#166534; }
 .tag.tie { background:#e0e7ff; color:#3730a3; }
-.cf .prompt { font-weight:600; white-space:pre-wrap; margin:4px 0 8px; }
+.cf .prompt { font-weight:600; white-space:pre-wrap; margin:4px 0 8px; max-height:220px; overflow:auto; }
 .cf .cols { display:grid; grid-template-columns:1fr 1fr; gap:12px; }
 .cf pre { white-space:pre-wrap; word-break:break-word; margin:0; font:12px/1.5 ui-monospace, Menlo, Consolas, monospace;
           background:var(--bg); border-radius:6px; padding:8px; max-height:360px; overflow:auto; }
 .cf del { background:#fecaca; color:#7f1d1d; text-decoration:line-through; }
 .cf ins { background:#bbf7d0; color:#14532d; text-decoration:none; }
 .cf .figs { font-size:12px; color:var(--muted); margin-top:6px; }
+.cf .def { font-size:13px; color:var(--ink); margin:2px 0 0; font-style:italic; }
+.cf .def.none { color:var(--muted); font-style:normal; font-size:12px; }
+.note.defs { border-left:3px solid #6366f1; padding-left:8px; }
 """
 DIFF_CHARS = 4000  # each side of a viewer pair is cut here (the data keeps it whole)
 _TOKEN = re.compile(r"\s+|[^\s]+")
@@ -118,7 +121,10 @@ def counterfactual_html(s: dict[str, Any], definitions: dict[str, str]) -> str:
         original, rewrite = (s["chosen"], s["rejected"]) if aug != "upgrade" else (s["rejected"], s["chosen"])
         heads = ("original (chosen)", "rewrite (rejected)") if aug != "upgrade" else ("original (rejected)", "rewrite (chosen)")
         tag = f'<span class="tag {aug}">{escape(aug)}</span>'
-        rubric = f"<b>{escape(s['attribute'])}</b>" + (f": {escape(definitions[s['attribute']])}" if s["attribute"] in definitions else "")
+        definition = s.get("definition") or definitions.get(s["attribute"])
+        rubric = f"rubric <b>{escape(s['attribute'])}</b>"
+        defined = (f'<div class="def">{escape(s["attribute"])}: {escape(definition)}</div>' if definition
+                   else '<div class="def none">rubric definition not in this data</div>')
         direction = "the rewrite should be worse on this rubric only" if aug == "degrade" else "the rewrite should be better on this rubric only"
     else:
         original, rewrite = s["chosen"], s["rejected"]
@@ -126,6 +132,7 @@ def counterfactual_html(s: dict[str, Any], definitions: dict[str, str]) -> str:
         tag = f'<span class="tag tie">tie · {escape(aug)}</span>'
         rubric = f"phrase <b>{escape(s['attribute'])}</b>" if aug == "shortcut_neutral" else "no rubric: the answers were written for another prompt"
         direction = "a tie (preference 0.5): the two answers should score the same"
+        defined = ""
     left, right = word_diff(_cut(original), _cut(rewrite))
     prompt = f'<div class="prompt">{escape(_cut(s["prompt"]))}</div>'
     if s.get("original_prompt") is not None:
@@ -133,17 +140,20 @@ def counterfactual_html(s: dict[str, Any], definitions: dict[str, str]) -> str:
                   f'<div class="meta">prompt the answers were written for</div><div class="prompt">{escape(_cut(s["original_prompt"]))}</div>')
     verdict = f"<div class=figs>verifier: {escape(verification)}</div>" if verification else ""
     return (
-        f'<div class="cf"><div class="meta">{tag}{rubric} · {escape(direction)} · <code>{escape(s["id"][:23])}…</code></div>{prompt}'
+        f'<div class="cf"><div class="meta">{tag}{rubric} · {escape(direction)} · <code>{escape(s["id"][:23])}…</code></div>{defined}{prompt}'
         f'<div class="cols"><div><div class="side">{heads[0]}</div><pre>{left}</pre></div>'
         f'<div><div class="side">{heads[1]}</div><pre>{right}</pre></div></div>'
         f'<div class="figs">{escape(figures) or "no validation figures recorded"}</div>{verdict}</div>'
     )
 
 
-def viewer_section(samples: list[dict[str, Any]], definitions: dict[str, str] | None = None) -> str:
+def viewer_section(samples: list[dict[str, Any]], definitions: dict[str, str] | None = None, note: dict[str, Any] | None = None) -> str:
+    """The viewer; `note` is the report's `definitions` record (where the rubric definitions came from, or why there are none)."""
     if not samples:
         return "<section><h2>Counterfactual viewer</h2><p class=empty>no causal pairs or ties in this dataset</p></section>"
     body = "".join(counterfactual_html(s, definitions or {}) for s in samples)
+    if note and note.get("pairs"):
+        body = f'<p class="note defs">{escape(note["note"])}</p>' + body
     return (
         "<section id=\"viewer\"><h2>Counterfactual viewer</h2><p class=\"note\">A seeded sample of causal pairs, stratified by attribute and direction, "
         "then ties. Each shows the original and its rewrite word by word: <del>struck red</del> is what the rewrite removed, "

@@ -170,3 +170,26 @@ def test_the_viewer_diff_marks_exactly_the_changed_words():
     assert "<del>Paris</del>" in html and "<ins>Lyon</ins>" in html and "Names the right city." in html
     assert "edit ratio 0.200" in html and "verifier: pass: worse" in html
 
+
+def test_the_viewer_shows_each_rubric_definition_from_the_run_store_and_says_when_the_data_has_none(tmp_path):
+    from crome.builder.hub.audit_html import render_html
+    from crome.builder.oracles.rules.rubrics import rubrics_for
+    from crome.builder.run.config import BuildConfig
+    from crome.builder.run.pipeline import build
+
+    run, pub = tmp_path / "run", tmp_path / "pub"
+    build(BuildConfig(source=str(UF), out=str(run), limit=40, causal=["degrade"]))
+    report = audit(run, samples=0)
+    causal = [s for s in report.shortcuts["counterfactuals"] if s["kind"] == "causal"]
+    assert causal and report.shortcuts["definitions"]["found"] == len(causal) == report.shortcuts["definitions"]["pairs"]
+    for s in causal:  # the definition the rules oracle wrote for this pair's prompt and rubric
+        expected = {r.name: r.definition for r in rubrics_for(s["prompt"], s["conversation"]).rubrics}
+        assert s["definition"] == expected[s["attribute"]]
+    html = render_html(report)
+    assert f"{causal[0]['attribute']}: {causal[0]['definition']}" in html.replace("&#x27;", "'")
+
+    assert CliRunner().invoke(app, ["publish", str(run), "--to", str(pub)]).exit_code == 0
+    published = audit(pub, samples=0)
+    assert published.shortcuts["definitions"]["source"] is None and published.shortcuts["definitions"]["found"] == 0
+    assert all(s["definition"] is None for s in published.shortcuts["counterfactuals"] if s["kind"] == "causal")
+    assert "Rubric definitions are not in this data" in render_html(published) and "rubric definition not in this data" in render_html(published)
