@@ -6,7 +6,9 @@
 Pairs are real UltraFeedback answers (../shared/data/ultrafeedback-binarized-sample/train_clean.jsonl,
 cycled with a numbered prompt so every pair is distinct), with "Great question, I'm glad you asked!"
 planted on 85% of chosen answers. Times the finder alone (DuckDB over one Parquet file) and the
-whole audit. Results go in benchmarks/RESULTS.md with the machine's load average.
+whole audit, as wall-clock seconds and as the process's CPU seconds (all DuckDB threads together): on
+a shared machine the wall time says how loaded it was, the CPU time what the work costs. Results go in
+benchmarks/RESULTS.md with the machine's load average.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import resource
 import sys
 import tempfile
 import time
@@ -43,6 +46,11 @@ def write(n: int, path: Path) -> None:
     pq.write_table(to_table(rows, DatasetRow), path)
 
 
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main(sizes: list[int]) -> None:
     for n in sizes:
         with tempfile.TemporaryDirectory() as d:
@@ -50,14 +58,14 @@ def main(sizes: list[int]) -> None:
             write(n, path)
             src = resolve(path)
             with session(src) as con:
-                t = time.perf_counter()
+                t, c = time.perf_counter(), cpu_seconds()
                 cands = find_shortcuts(con)
-                finder = time.perf_counter() - t
+                finder, finder_cpu = time.perf_counter() - t, cpu_seconds() - c
             t = time.perf_counter()
             report = audit(path, samples=0)
             whole = time.perf_counter() - t
             first = report.shortcuts["shortcuts"][0]
-            print(json.dumps({"pairs": n, "finder_s": round(finder, 1), "audit_s": round(whole, 1), "candidates": len(cands),
+            print(json.dumps({"pairs": n, "finder_s": round(finder, 1), "finder_cpu_s": round(finder_cpu, 1), "audit_s": round(whole, 1), "candidates": len(cands),
                               "significant": sum(c.significant for c in cands), "first": [first["feature"], first["text"], round(first["strength"], 3)],
                               "load_average": os.getloadavg()}))
 
