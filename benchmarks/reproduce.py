@@ -25,7 +25,10 @@ Setup (benchmarks/REPRODUCTION.md has the reasoning and the results):
      margins in Sizes),
      then every kept row;
    - crome_iqn3 (ablation, `--methods vanilla,rrm,crome,crome_iqn3`): as crome with three IQN
-     neutrals per source pair instead of one.
+     neutrals per source pair instead of one;
+   - crome_neutralize ("crome + neutralize", `--methods vanilla,rrm,crome,crome_neutralize`): as crome,
+     built with `neutralize_shortcuts`: the build finds the planted opening in the source and adds ties
+     that differ only in it (`shortcut_neutral`), then the same filter.
 4. Evaluation, the same pairs for every model:
    - held-out: UltraFeedback eval_clean.jsonl pairs with the cue absent, on the chosen answer only,
      and moved to the rejected answer only (the shortcut test); and the cue effect, what adding the
@@ -83,6 +86,8 @@ RUNS = {
     "crome": {"causal": ["degrade"], "neutral_ratio": 1.0},
     "rrm": {"causal": [], "cross_prompt": True, "neutral_ratio": 1.0},
     "crome_iqn3": {"causal": ["degrade"], "neutral_ratio": 3.0},
+    # crome + ties that differ only in each phrase shortcut the build finds in the source (issue 16).
+    "crome_neutralize": {"causal": ["degrade"], "neutral_ratio": 1.0, "neutralize_shortcuts": True},
 }
 # method -> (run it trains on, row kinds, filtered by the vanilla model first). vanilla comes first: it is
 # the filter's baseline. crome_iqn3 is an ablation (three IQN neutrals per source pair), off by default.
@@ -91,6 +96,7 @@ METHOD_DATA = {
     "rrm": ("rrm", None, False),
     "crome": ("crome", None, True),
     "crome_iqn3": ("crome_iqn3", None, True),
+    "crome_neutralize": ("crome_neutralize", None, True),
 }
 METHODS = ("vanilla", "rrm", "crome")
 LLMBAR_FILES = {

@@ -34,9 +34,9 @@ def _root(
 
 
 def _register() -> None:
-    from crome.cli import build_cmd, publish_cmd, sources_cmd, train_cmd
+    from crome.cli import build_cmd, publish_cmd, shortcuts_cmd, sources_cmd, train_cmd
 
-    for module in (sources_cmd, build_cmd, publish_cmd, train_cmd):
+    for module in (sources_cmd, build_cmd, publish_cmd, train_cmd, shortcuts_cmd):
         module.register(app)
 
 

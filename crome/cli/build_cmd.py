@@ -177,6 +177,9 @@ def register(app: typer.Typer) -> None:
         batch: bool = typer.Option(False, "--batch", help="Send each pass's oracle calls as one provider batch job (half price); re-run to collect and go on."),
         wait: bool = typer.Option(False, "--wait", help="With --batch: keep polling and going on until the build completes."),
         poll_interval: float = typer.Option(60.0, "--poll-interval", help="With --wait: seconds between polls."),
+        neutralize_shortcuts: bool = typer.Option(False, "--neutralize-shortcuts", help="Find phrase shortcuts in the source and add ties that differ only in each (shortcut_neutral)."),
+        shortcut_phrases: Optional[Path] = typer.Option(None, "--shortcut-phrases", help="File of phrases to give ('opening: ...', 'closing: ...') or veto ('veto: ...'); implies --neutralize-shortcuts."),
+        shortcut_max_per_phrase: int = typer.Option(1000, "--shortcut-max-per-phrase", min=1, help="Shortcut-neutral ties per phrase at most."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ) -> None:
         """Build a Crome dataset: rubrics, causal counterfactuals, IQN neutrals, validation, dedup, export."""
@@ -190,8 +193,13 @@ def register(app: typer.Typer) -> None:
         from crome.builder.sources import SourceError
         from crome.builder.store import RunStoreError
 
+        from crome.cli.shortcuts_cmd import print_phrases, read_phrase_file
+
+        phrases = read_phrase_file(shortcut_phrases) if shortcut_phrases else []
         try:
             cfg = BuildConfig(
+                neutralize_shortcuts=neutralize_shortcuts or shortcut_phrases is not None, shortcut_phrases=phrases,
+                shortcut_max_per_phrase=shortcut_max_per_phrase,
                 source=source, out=str(out), oracle=oracle, base_url=base_url, split=split, config_name=config,
                 revision=revision, mapping=parse_mapping(mapping), limit=limit, max_answer_chars=max_answer_chars, seed=seed, max_attributes=max_attributes,
                 causal=[c.strip() for c in causal.split(",") if c.strip()], verify=verify, neutral_ratio=neutral_ratio,
@@ -253,6 +261,7 @@ def register(app: typer.Typer) -> None:
             fail(f"the estimated cost (${result.summary['cost_usd']:.4f}) is over --max-cost ${cfg.max_cost:.4f}: nothing was "
                  "called; raise --max-cost, or build fewer pairs (--limit)", code=4)
         print_summary(result.summary, err)
+        print_phrases(result.summary.get("shortcuts"), err)
         if result.stopped == "batch_pending":
             err.print(f"batch job(s) in flight: re-run the same command later to collect them and go on "
                       f"(or add --wait); `crome status {out}` shows them", style="yellow", markup=False)

@@ -108,6 +108,9 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(result.to_json(), ensure_ascii=False, indent=2, default=str))
         else:
             _print_report(Console(), result)
+            from crome.cli.shortcuts_cmd import print_shortcuts
+
+            print_shortcuts(result.shortcuts.get("shortcuts", []), Console())
         if report is not None:
             note(f"report: {report}")
 

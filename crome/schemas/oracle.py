@@ -112,9 +112,19 @@ def coverage_problem(named: Sequence[str], expected: Sequence[str]) -> str | Non
     return f"`others` must name each other rubric exactly once, by its exact name ({want}): {'; '.join(parts)}"
 
 
+class PhraseContent(BaseModel):
+    """Does a phrase that opens or closes answers carry content, or is it a surface habit that can go?"""
+
+    model_config = ConfigDict(extra="forbid")
+
+    carries_content: bool = Field(description="true if removing the phrase would change what the answer says or does")
+    reason: str = Field(description="one short sentence")
+
+
 OUTPUT_MODELS: dict[str, type[BaseModel]] = {
     "Rubrics": Rubrics,
     "Ratings": Ratings,
     "Counterfactual": Counterfactual,
     "Verdict": Verdict,
+    "PhraseContent": PhraseContent,
 }

@@ -11,7 +11,25 @@ from crome.schemas.source import pair_id
 
 Kind = Literal["original", "causal", "neutral"]
 # The augmentation vocabulary may grow; `kind` stays one of three.
-AUGMENTATIONS = ("original", "upgrade", "degrade", "irrelevant_query", "cross_prompt")
+AUGMENTATIONS = ("original", "upgrade", "degrade", "irrelevant_query", "cross_prompt", "shortcut_neutral")
+
+
+class ShortcutEvidence(BaseModel):
+    """Why a shortcut-neutral tie exists: the phrase and how it split the strict source pairs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    feature: str = Field(description="opening or closing: where the phrase sits in an answer")
+    text: str = Field(description="the phrase, normalised (lower case, whitespace collapsed)")
+    origin: str = Field(description="found (by the build's discovery) or given (by --shortcut-phrases)")
+    pairs: int | None = Field(default=None, description="strict source pairs the discovery counted")
+    chosen_only: int | None = Field(default=None, description="pairs with the phrase on the chosen answer only")
+    rejected_only: int | None = Field(default=None, description="pairs with the phrase on the rejected answer only")
+    both: int | None = Field(default=None, description="pairs with the phrase on both answers")
+    strength: float | None = Field(default=None, description="(chosen_only - rejected_only) / pairs")
+    p_value: float | None = Field(default=None, description="two-sided sign test")
+    p_adjusted: float | None = Field(default=None, description="Holm-adjusted over every candidate tested")
+    edit: str | None = Field(default=None, description="removed (the phrase taken out of an answer that had it) or added")
 
 
 class Provenance(BaseModel):
@@ -23,6 +41,7 @@ class Provenance(BaseModel):
     template_sha256: str | None = Field(default=None, description="sha256 of the template file")
     builder_version: str = Field(description="crome version that built the row")
     seed: int = Field(description="build seed")
+    shortcut: ShortcutEvidence | None = Field(default=None, description="shortcut_neutral rows: the phrase and its evidence")
 
 
 class Quality(BaseModel):
@@ -48,8 +67,8 @@ class DatasetRow(BaseModel):
     rejected: list[AssistantMessage] = Field(min_length=1, max_length=1, description="second answer")
     preference: float = Field(description="1.0: chosen is better; 0.5: tie (order of the two answers is random)")
     kind: Kind = Field(description="original, causal or neutral")
-    augmentation: str = Field(description="original, upgrade, degrade, irrelevant_query, cross_prompt")
-    attribute: str | None = Field(default=None, description="the rubric a causal pair intervened on")
+    augmentation: str = Field(description="original, upgrade, degrade, irrelevant_query, cross_prompt, shortcut_neutral")
+    attribute: str | None = Field(default=None, description="the rubric a causal pair intervened on; the phrase of a shortcut_neutral tie")
     source_id: str = Field(description="id of the source pair it derives from")
     provenance: Provenance = Field(description="how the row was made: oracle, template, builder version, seed")
     quality: Quality = Field(default_factory=Quality, description="checks the row passed and their figures")

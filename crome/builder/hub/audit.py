@@ -26,6 +26,7 @@ from typing import Any
 import duckdb
 from pydantic import BaseModel, Field
 
+from crome.builder.hub.shortcuts import shortcut_report
 from crome.builder.run.progress import read_progress
 from crome.builder.store import LOCK_FILE
 from crome.outputs import OutputError, lock_holder, read_export
@@ -33,7 +34,7 @@ from crome.outputs import OutputError, lock_holder, read_export
 KINDS = ("original", "causal", "neutral")
 # Which kind an augmentation makes: rejections record the augmentation of the candidate, not its kind.
 KIND_OF_AUGMENTATION = {"original": "original", "upgrade": "causal", "degrade": "causal",
-                        "irrelevant_query": "neutral", "cross_prompt": "neutral"}
+                        "irrelevant_query": "neutral", "cross_prompt": "neutral", "shortcut_neutral": "neutral"}
 REQUIRED_COLUMNS = ("id", "prompt", "chosen", "rejected", "preference", "kind", "augmentation", "attribute", "source_id")
 HISTOGRAM_BINS = 24  # plus one overflow bin for the longest 1%
 # What counts as formatting, on whole answers (RE2, multi-line).
@@ -83,6 +84,8 @@ class AuditReport(BaseModel):
     sections: list[Section]
     histogram: Histogram
     samples: dict[str, list[dict[str, Any]]]
+    # crome.builder.hub.shortcuts: shortcuts (strongest first), per-attribute splits, the counterfactual sample.
+    shortcuts: dict[str, Any] = Field(default_factory=dict)
 
     def section(self, key: str) -> Section:
         for s in self.sections:
@@ -94,7 +97,7 @@ class AuditReport(BaseModel):
         return {
             "source": self.source, "source_type": self.source_type, "files": self.files, "rows": self.rows,
             **{s.key: s.records() for s in self.sections},
-            "histogram": self.histogram.model_dump(), "samples": self.samples,
+            "histogram": self.histogram.model_dump(), "samples": self.samples, **self.shortcuts,
         }
 
 
@@ -176,6 +179,13 @@ def resolve(path: str | Path) -> AuditSource:
     if not source.data:
         raise AuditError(f"no Parquet files under {text}" + (" /data" if source.type == "run" else ""))
     return source
+
+
+def _run_folder(source: AuditSource) -> Path | None:
+    """The run folder of `crome build` being audited (its store holds what rows do not: rubric definitions), if any."""
+    if source.type != "run":
+        return None
+    return source.folder or Path(source.label).expanduser()
 
 
 def check_unchanged(source: AuditSource) -> None:
@@ -392,7 +402,7 @@ def _audit(con: duckdb.DuckDBPyConnection, source: AuditSource, *, samples: int,
 
     return AuditReport(
         source=source.label, source_type=source.type, files=len(source.data), rows=total,
-        sections=sections, histogram=histogram, samples=sample_map,
+        sections=sections, histogram=histogram, samples=sample_map, shortcuts=shortcut_report(con, seed=seed, run_folder=_run_folder(source)),
     )
 
 

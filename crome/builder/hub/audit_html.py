@@ -6,6 +6,7 @@ from html import escape
 from typing import Any
 
 from crome.builder.hub.audit import AuditReport, Section, format_value
+from crome.builder.hub.shortcuts_html import CSS as SHORTCUT_CSS, shortcuts_section, viewer_section
 
 CHOSEN, REJECTED = "#2563eb", "#f97316"
 SERIES_COLORS = {"upgrade": "#16a34a", "degrade": "#dc2626", "rows": "#6366f1"}
@@ -194,7 +195,7 @@ def render_html(report: AuditReport) -> str:
     out = [
         "<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>crome audit: {escape(report.source)}</title><style>{CSS}</style></head><body><main>",
+        f"<title>crome audit: {escape(report.source)}</title><style>{CSS}{SHORTCUT_CSS}</style></head><body><main>",
         f"<header><h1>crome audit</h1><p>{escape(report.source)} · {escape(SOURCE_TYPES.get(report.source_type, report.source_type))} · "
         f"{report.files} Parquet file{'s' if report.files != 1 else ''}</p></header>",
         '<div class="stats">' + "".join(f'<div class="stat"><b>{escape(v)}</b><span>{escape(k)}</span></div>' for v, k in stats) + "</div>",
@@ -205,6 +206,7 @@ def render_html(report: AuditReport) -> str:
     out.append(_section_html(sec["length_shortcut"], hbar_svg(
         "share of strict pairs whose chosen answer is longer", short_items, [("chosen longer", "#6366f1")],
         percent=True, reference=0.5)))
+    out.append(shortcuts_section(report.shortcuts))
 
     means = {(r["kind"], r["side"]): r["mean_chars"] for r in sec["lengths"].records()}
     hists = "".join(
@@ -247,6 +249,7 @@ def render_html(report: AuditReport) -> str:
         if key in sec:  # split_overlap: only with more than one split
             out.append(_section_html(sec[key]))
 
+    out.append(viewer_section(report.shortcuts.get("counterfactuals", []), note=report.shortcuts.get("definitions")))
     samples = "".join(
         f"<h3>{escape(kind)}</h3>" + "".join(_sample_html(kind, s) for s in rows) for kind, rows in report.samples.items()
     )

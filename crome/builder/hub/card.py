@@ -239,6 +239,13 @@ def card_body(inp: CardInputs) -> str:
     add("- **neutral** (`irrelevant_query`): two answers re-attached to an unrelated prompt (Irrelevant Query "
         "Neutrals). Neither answers it, so whatever still differs between them is spurious: the pair is a tie "
         "(preference 0.5, answer order random). These pairs teach invariance to spurious features nobody had to name.")
+    if s.get("counts", {}).get("rows_by_augmentation", {}).get("shortcut_neutral"):
+        used = [p for p in (s.get("shortcuts") or {}).get("phrases", []) if p.get("status") == "used"]
+        listed = ", ".join(f"{p['feature']} `{p['text']}`" for p in used) or "see summary.json"
+        add("- **neutral** (`shortcut_neutral`): ties that differ only in a phrase the source uses as a shortcut "
+            "(found by crome's discovery: its split between chosen and rejected answers is significant after Holm's "
+            f"correction), the phrase removed from or added to one answer; the phrase is in `attribute` and its evidence in "
+            f"`provenance.shortcut`. Phrases: {listed}.")
     add("")
     add("Every source pair ends as rows or as a recorded rejection with its reason (see [Rejections](#rejections)).\n")
 

@@ -62,6 +62,11 @@ class BuildConfig(BaseModel):
     cross_prompt: bool = Field(default=False, description="add RRM-style cross-prompt pairs (on-prompt answer beats an off-prompt one)")
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     dedup_threshold: float = Field(default=0.85, gt=0, le=1, description="MinHash Jaccard above which two texts are near-duplicates")
+    # --- shortcut neutralisation (crome.builder.stages.shortcut)
+    neutralize_shortcuts: bool = Field(default=False, description="add ties that differ only in a phrase shortcut found in the source")
+    shortcut_phrases: list[dict[str, str]] = Field(default_factory=list, description="given / vetoed phrases: {action: opening|closing|veto, text}")
+    shortcut_min_strength: float = Field(default=0.1, ge=0, le=1, description="found phrases moving fewer pairs than this are reported, not neutralised")
+    shortcut_max_per_phrase: int = Field(default=1000, ge=1, description="shortcut-neutral ties per phrase at most")
 
     @field_validator("causal")
     @classmethod

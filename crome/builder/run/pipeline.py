@@ -40,6 +40,7 @@ from crome.builder.stages.neutral import CrossPromptStage, NeutralStage
 from crome.builder.stages.rate import RateStage
 from crome.builder.stages.records import PairContext, original_candidate
 from crome.builder.stages.rubrics import RubricsStage
+from crome.builder.stages.shortcut import ShortcutStage
 from crome.builder.stages.validate import ValidateStage
 from crome.builder.stages.verify import VerifyStage
 from crome.builder.store import RunStore
@@ -60,7 +61,8 @@ STAGES: tuple[type[Stage], ...] = (
     DedupStage,  # exact and near duplicates, first in source order wins (ordered: after the pair's own stages)
     NeutralStage,  # IQN ties, from the pairs dedup kept
     CrossPromptStage,  # RRM baseline pairs, with --cross-prompt
-    DedupStage,  # the same index again, for the ties and cross-prompt pairs just made
+    ShortcutStage,  # ties differing only in a found phrase shortcut, with --neutralize-shortcuts
+    DedupStage,  # the same index again, for the ties, cross-prompt and shortcut pairs just made
 )
 TASKS: tuple[str, ...] = tuple(t for s in STAGES for t in s.tasks)  # every template a build renders
 

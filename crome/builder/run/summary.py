@@ -11,6 +11,7 @@ from crome.builder.run.config import BuildConfig
 from crome.builder.run.generate import CallStats
 from crome.builder.run.status import spend
 from crome.builder.stages.records import PairContext
+from crome.builder.stages.shortcut import summary_record
 from crome.builder.store import RunStore
 from crome.schemas import DatasetRow, Quarantined, Rejection
 
@@ -86,4 +87,5 @@ def build_summary(
         },
         "seconds": round(seconds, 2),
         **({"batch": batch} if batch is not None else {}),
+        **({"shortcuts": summary_record(rows, rejections)} if cfg.neutralize_shortcuts else {}),
     }

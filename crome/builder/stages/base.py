@@ -39,6 +39,10 @@ class MethodOptions(Protocol):
     cross_prompt: bool
     validation: ValidationConfig
     dedup_threshold: float
+    neutralize_shortcuts: bool
+    shortcut_phrases: list[dict[str, str]]
+    shortcut_min_strength: float
+    shortcut_max_per_phrase: int
 
 
 @dataclass

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crome import __version__
-from crome.schemas import DatasetRow, Message, Provenance, Quality, Rejection, Rubric, SourcePair, pair_id
+from crome.schemas import DatasetRow, Message, Provenance, Quality, Rejection, Rubric, ShortcutEvidence, SourcePair, pair_id
 
 
 @dataclass
@@ -15,7 +15,7 @@ class Candidate:
 
     source: SourcePair
     kind: str  # original | causal | neutral
-    augmentation: str  # original | degrade | upgrade | irrelevant_query | cross_prompt
+    augmentation: str  # original | degrade | upgrade | irrelevant_query | cross_prompt | shortcut_neutral
     prompt: list[Message]
     chosen: str
     rejected: str
@@ -26,6 +26,7 @@ class Candidate:
     rewrite: str | None = None
     quality: dict[str, Any] = field(default_factory=dict)
     checks: list[str] = field(default_factory=list)
+    evidence: ShortcutEvidence | None = None  # a shortcut-neutral tie: the phrase and why
     deduped: bool = False  # passed dedup already (dedup runs before and after the neutrals)
 
     @property
@@ -41,6 +42,7 @@ class Candidate:
             template_sha256=t.sha256 if t is not None else None,
             builder_version=__version__,
             seed=seed,
+            shortcut=self.evidence,
         )
         return DatasetRow.make(
             prompt=self.prompt,

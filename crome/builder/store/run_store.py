@@ -314,6 +314,31 @@ class RunStore:
         found = {row[0]: call_from_row(row) for row in rows}
         return {k: found[k] for k in keys if k in found}
 
+    def rubric_definitions(self, conversations: Iterable[str]) -> dict[str, dict[str, str]]:
+        """Prompt (as the oracle read it) -> {rubric name: definition}, from the answered `rubrics` calls, in one query.
+
+        The prompt is read back from the call's last message, where the rubrics template puts it
+        between <conversation> tags; of several answered calls for one prompt (another model or
+        template version) the latest wins. A prompt with no such call is absent from the result.
+        """
+        wanted = list(dict.fromkeys(conversations))
+        if not wanted:
+            return {}
+        rows = self._query(
+            """
+            SELECT conv, arg_max(parsed, updated_at) FROM (
+                SELECT regexp_extract(json_extract_string(request, '$.messages[#-1].content'),
+                                      '<conversation>\n((?s:.*))\n</conversation>', 1) AS conv, parsed, updated_at
+                FROM oracle_calls WHERE task = 'rubrics' AND status = 'ok' AND parsed IS NOT NULL)
+            WHERE conv IN (SELECT unnest(?::VARCHAR[])) GROUP BY conv""",
+            [wanted],
+        )
+        out: dict[str, dict[str, str]] = {}
+        for conv, parsed in rows:
+            rubrics = (json.loads(parsed) if isinstance(parsed, str) else parsed or {}).get("rubrics") or []
+            out[conv] = {r["name"]: r["definition"] for r in rubrics if isinstance(r, dict) and "name" in r and "definition" in r}
+        return out
+
     def get_call(self, key: str) -> CallRecord | None:
         return self.get_calls([key]).get(key)
 
