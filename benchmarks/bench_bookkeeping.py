@@ -3,9 +3,11 @@
 A real OpenAI client (and a real google-genai client) against the fake server in its own thread
 answering at zero latency: every call goes through the cache lookup, the limiter, the SDK, pydantic
 validation and the DuckDB write, and the pipeline's stages around it. The figure is the rate of new
-calls over the build's wall time (source loading and export included).
+calls over the build's wall time (source loading and export included), and over the process's CPU
+time (server thread included): on a shared machine the wall rate falls with the load, the CPU rate
+much less, so compare two versions by `calls_per_cpu_s`, run one after the other.
 
-    python benchmarks/bench_bookkeeping.py [--pairs 300] [--concurrency 64]
+    python benchmarks/bench_bookkeeping.py [--pairs 300] [--concurrency 64] [--write]
 """
 
 from __future__ import annotations
@@ -38,15 +40,17 @@ def run(provider: str, pairs: int, concurrency: int) -> dict:
         url = server.openai_url if provider == "openai" else server.url
         model = "gpt-4o-mini" if provider == "openai" else "gemini-2.0-flash"
         oracle = get_oracle(f"{provider}:{model}", base_url=url, concurrency=concurrency)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         s = build(BuildConfig(source=str(src), out=str(Path(tmp) / "run"), oracle=f"{provider}:{model}", concurrency=concurrency), oracle=oracle).summary
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         t1 = time.perf_counter()
         s2 = build(BuildConfig(source=str(src), out=str(Path(tmp) / "run"), oracle=f"{provider}:{model}"), oracle=oracle).summary
         replay = time.perf_counter() - t1
     return {
         "provider": provider, "pairs": pairs, "concurrency": concurrency, "new_calls": s["oracle_calls"]["new"],
         "seconds": round(seconds, 2), "calls_per_s": round(s["oracle_calls"]["new"] / seconds, 1),
+        "cpu_seconds": round(cpu, 2), "calls_per_cpu_s": round(s["oracle_calls"]["new"] / cpu, 1),
+        "load_average": round(os.getloadavg()[0], 1),
         "replayed_calls": s2["oracle_calls"]["cached"], "replay_seconds": round(replay, 2),
         "replayed_calls_per_s": round(s2["oracle_calls"]["cached"] / replay, 1),
     }
@@ -56,14 +60,17 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", type=int, default=300)
     ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--write", action="store_true", help="write benchmarks/results/bookkeeping.json")
     args = ap.parse_args()
     results = [run(p, args.pairs, args.concurrency) for p in ("openai", "gemini")]
-    (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
-    (ROOT / "benchmarks" / "results" / "bookkeeping.json").write_text(json.dumps(results, indent=2) + "\n")
-    print("| oracle | pairs | C | new calls | seconds | calls/s recorded | replayed calls/s |")
-    print("|---|---|---|---|---|---|---|")
+    if args.write:
+        (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
+        (ROOT / "benchmarks" / "results" / "bookkeeping.json").write_text(json.dumps(results, indent=2) + "\n")
+    print("| oracle | pairs | C | new calls | seconds | calls/s recorded | CPU s | calls per CPU s | replayed calls/s | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['provider']} | {r['pairs']} | {r['concurrency']} | {r['new_calls']:,} | {r['seconds']} | {r['calls_per_s']} | {r['replayed_calls_per_s']} |")
+        print(f"| {r['provider']} | {r['pairs']} | {r['concurrency']} | {r['new_calls']:,} | {r['seconds']} | {r['calls_per_s']} | "
+              f"{r['cpu_seconds']} | {r['calls_per_cpu_s']} | {r['replayed_calls_per_s']} | {r['load_average']} |")
 
 
 if __name__ == "__main__":

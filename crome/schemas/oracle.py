@@ -60,16 +60,16 @@ class RubricChange(BaseModel):
     change: Literal["better", "same", "worse"]
 
 
+# A verdict is only complete when `others` names every other rubric of the prompt exactly once, by
+# its exact name. Which rubrics those are is not in the schema (it differs per prompt): the request
+# carries them as pydantic validation context, `{"other_rubrics": [names]}`, so an incomplete verdict
+# fails validation and is re-asked like any other invalid output. Without that context (a verdict
+# read on its own) only the shape is checked; `coverage_problem` says what is wrong with a verdict
+# for a given list, and `passes` never passes an incomplete one.
+# (A comment, not the docstring: a model's docstring is its JSON schema's description, which the
+# provider sees and the cache key hashes; a longer one would re-send every stored verification.)
 class Verdict(BaseModel):
-    """Original vs rewrite: did the target rubric move the intended way and did the others stay put?
-
-    A verdict is only complete when `others` names every other rubric of the prompt exactly once, by
-    its exact name. Which rubrics those are is not in the schema (it differs per prompt): the
-    request carries them as pydantic validation context, `{"other_rubrics": [names]}`, so an
-    incomplete verdict fails validation and is re-asked like any other invalid output. Without that
-    context (a verdict read on its own) only the shape is checked; `coverage_problem` says what is
-    wrong with a verdict for a given list, and `passes` never passes an incomplete one.
-    """
+    """Original vs rewrite: did the target rubric move the intended way and did the others stay put?"""
 
     model_config = ConfigDict(extra="forbid")
 

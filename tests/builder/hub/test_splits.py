@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from helpers_runs import make_run
+from helpers_runs import make_run, rewrite_export
 from paths import SHARED_DATA
 from typer.testing import CliRunner
 
@@ -101,7 +101,7 @@ def test_a_run_whose_ties_link_every_pair_cannot_be_split_and_says_why(tmp_path)
             kind="neutral", preference=0.5)
         for i, o in enumerate(originals)
     ]
-    pq.write_table(to_table(chained, DatasetRow), run.path / "data" / "train-00000-of-00001.parquet")
+    rewrite_export(run.path, {"data/train-00000-of-00001.parquet": lambda p: pq.write_table(to_table(chained, DatasetRow), p)})
     result = CliRunner().invoke(app, ["publish", str(run.path), "--to", str(tmp_path / "pub"), "--test-fraction", "0.3"])
     assert result.exit_code != 0 and "one connected group" in result.output and "--neutral-group-size" in result.output
     assert not (tmp_path / "pub").exists()

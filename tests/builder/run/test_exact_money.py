@@ -174,6 +174,11 @@ def test_a_store_write_that_fails_once_is_retried_and_nothing_is_lost(tmp_path, 
 
 def test_a_budget_stop_records_every_answer_and_sends_nothing_after(tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-budget")
+    import crome.builder.run.estimate as estimate_mod
+
+    # The estimate would stop this build before its first call; the stop under test is the one during the calls.
+    real = estimate_mod.estimate
+    monkeypatch.setattr(estimate_mod, "estimate", lambda *a, **kw: {**real(*a, **kw), "cost_usd": 0.0, "over_budget": False})
     src = write_pairs(tmp_path / "pairs.jsonl", n=30)
     with FakeLLMServer(responder=responder, latency=0.02) as server:
         s = build(BuildConfig(source=str(src), out=str(tmp_path / "run"), oracle=SPEC["openai"], max_cost=0.002),

@@ -142,7 +142,7 @@ def test_a_server_whose_verdicts_name_no_other_rubric_gets_no_causal_row_verifie
 def test_batch_requests_rebuilt_from_the_store_keep_what_their_verdict_is_checked_against():
     request = verify_request()
     rebuilt = rebuild_request(stored_request("k", request))
-    assert rebuilt.validation == {"other_rubrics": OTHERS} and rebuilt.cache_key("p", "m") == request.cache_key("p", "m")
+    assert rebuilt.validation == {"other_rubrics": OTHERS} and rebuilt.cache_key("p", "m", ()) == request.cache_key("p", "m", ())
 
 
 def test_a_batch_build_whose_verdicts_name_no_other_rubric_verifies_nothing(tmp_path, monkeypatch):
