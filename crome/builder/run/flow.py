@@ -38,7 +38,7 @@ class Flow:
         self.b = builder
         self.batch = batch or BATCH
         self.window = max(64, 4 * builder.cfg.concurrency)
-        self.buffer = max(4 * self.batch, 2 * self.window)
+        self.buffer = max(2 * self.batch, 2 * self.window)
         self.fatal: BaseException | None = None
         self.finished = 0  # pairs that ended done or rejected (not pending)
         self.pending: dict[asyncio.Task, PairContext] = {}

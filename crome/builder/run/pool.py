@@ -19,7 +19,7 @@ from crome.builder.stages.records import PairContext
 from crome.builder.store.work import BuildTables
 from crome.schemas import SourcePair
 
-CACHE = 8192  # pool pairs kept between a prefetch and their use (a few batches' worth)
+CACHE = 2048  # pool pairs kept between a prefetch and their use (a batch needs a few hundred)
 
 
 class _Cache(OrderedDict):

@@ -265,11 +265,18 @@ def import_calls(store: "RunStore", shard: Path) -> None:
     escaped = str(shard).replace("'", "''")
     store._query(f"ATTACH '{escaped}' AS _shard (READ_ONLY)")
     try:
-        def body(con) -> None:
-            con.execute(f"UPDATE oracle_calls AS d SET {', '.join(sets)}, sent = {concat} FROM _shard.oracle_calls AS i WHERE d.key = i.key")
-            con.execute(f"INSERT INTO oracle_calls ({cols}) SELECT {cols} FROM _shard.oracle_calls WHERE key NOT IN (SELECT key FROM oracle_calls)")
+        # 256 slices by a hash of the key, one transaction each: DuckDB holds what a transaction adds to an
+        # indexed table in memory until it commits, so one transaction per shard would not fit its memory limit.
+        for part in range(256):
+            where = f"hash(i.key) % 256 = {part}"
 
-        store._transaction(body)
+            def body(con) -> None:
+                con.execute(f"UPDATE oracle_calls AS d SET {', '.join(sets)}, sent = {concat} FROM _shard.oracle_calls AS i "
+                            f"WHERE d.key = i.key AND {where}")
+                con.execute(f"INSERT INTO oracle_calls ({cols}) SELECT {cols} FROM _shard.oracle_calls AS i "
+                            f"WHERE {where} AND i.key NOT IN (SELECT key FROM oracle_calls)")
+
+            store._transaction(body)
     finally:
         store._query("DETACH _shard")
 
