@@ -212,3 +212,16 @@ def test_the_checker_sees_imports_inside_functions(tmp_path: Path) -> None:
     g = tmp_path / "n.py"
     g.write_text('"""Doc\n\nmore."""\n\n# comment\nx = 1\n\n\ndef f():\n    """One."""\n    return x\n')
     assert code_lines(g) == 3
+
+
+def test_ray_is_imported_only_inside_the_executor_and_only_when_it_runs() -> None:
+    # Ray is an optional extra (crome[ray]): importing crome, or running any other command, must not need it.
+    where = []
+    for name, path in modules().items():
+        tree = ast.parse(path.read_text())
+        top = {id(n) for n in tree.body}
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if any(n == "ray" or n.startswith("ray.") for n in names):
+                where.append((name, id(node) in top))
+    assert where and all(name == "crome.builder.run.executor" and not at_top for name, at_top in where), where

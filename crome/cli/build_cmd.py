@@ -181,6 +181,9 @@ def register(app: typer.Typer) -> None:
         shortcut_phrases: Optional[Path] = typer.Option(None, "--shortcut-phrases", help="File of phrases to give ('opening: ...', 'closing: ...') or veto ('veto: ...'); implies --neutralize-shortcuts."),
         shortcut_max_per_phrase: int = typer.Option(1000, "--shortcut-max-per-phrase", min=1, help="Shortcut-neutral ties per phrase at most."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+        executor: str = typer.Option("local", "--executor", help="local: this process | ray: --shards N shard builds as Ray tasks, then merged into --out."),
+        shards: Optional[int] = typer.Option(None, "--shards", help="With --executor ray: how many shards (each a `--shard i/N` build under OUT/shards/)."),
+        ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --executor ray: the cluster to join (default: $RAY_ADDRESS, else a local Ray)."),
     ) -> None:
         """Build a Crome dataset: rubrics, causal counterfactuals, IQN neutrals, validation, dedup, export."""
         from pydantic import ValidationError
@@ -213,6 +216,12 @@ def register(app: typer.Typer) -> None:
             first = exc.errors()[0]
             where = ".".join(str(x) for x in first["loc"])
             fail(f"{'option ' + where + ': ' if where else ''}{first['msg'].removeprefix('Value error, ')}")
+
+        if executor != "local" or shards is not None or ray_address is not None:
+            from crome.cli.shards_cmd import build_sharded
+
+            build_sharded(cfg, executor=executor, shards=shards, address=ray_address, quiet=quiet, print_summary=print_summary)
+            return
 
         columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[calls]}"),
                    TimeElapsedColumn(), TimeRemainingColumn()]

@@ -7,13 +7,15 @@ readers (publish, audit, filter, train) check they read the files of one export.
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
-from typing import Callable
 
 import pyarrow.parquet as pq
 
+from crome.builder.run.progress import ProgressFile
 from crome.builder.store import LOCK_FILE, STORE_FILE, RunStore
+from crome.builder.store.work import BuildTables
 from crome.outputs import Export, Folder, Layout
 from crome.schemas import DatasetRow, Rejection, arrow_schema, to_table
 
@@ -27,13 +29,14 @@ def _older_run(folder: Path) -> bool:
 
 
 # What a run folder (crome build, crome merge) holds: the store, its lock, the options, the live
-# progress and the export (data shards, rejections, summary).
+# progress, the export (data shards, rejections, summary) and, built with --executor ray, the
+# shards' own run folders (shards/shard-i-of-N).
 RUN_LAYOUT = Layout(
     kind="run",
     what="`crome build` or `crome merge`",
     lock=LOCK_FILE,
     own=(STORE_FILE, STORE_FILE + ".wal", STORE_FILE + ".tmp", LOCK_FILE, "config.json", "config.json.tmp",
-         "progress.json", "progress.json.tmp", "data"),
+         "progress.json", "progress.json.tmp", "data", "shards"),
     exports=r"data/train-\d{5}-of-\d{5}\.parquet|rejections\.parquet|summary\.json",
     legacy=_older_run,
 )
@@ -44,29 +47,58 @@ def write_json(path: Path, value: dict) -> None:
 
 
 def export(
-    store: RunStore, owned: Folder, rows: list[DatasetRow], rejections: list[Rejection], summary: dict, *,
-    writer: str = "crome build", stage: Callable[[str], None] = lambda name: None,
+    store: RunStore, owned: Folder, tables: BuildTables, summary: dict, *, writer: str = "crome build", progress: ProgressFile | None = None,
 ) -> dict:
-    """Write the run's outputs as one export of `owned` (the run folder, its lock held); returns the export record."""
-    n_shards = max(1, -(-len(rows) // ROWS_PER_SHARD))
+    """Write the run's outputs as one export of `owned` (the run folder, its lock held), streaming from the run store.
+
+    Rows come from the store in their export order (DuckDB sorts them out of core) and are written
+    `WRITE_CHUNK` at a time, so neither the rows nor a Parquet shard are ever whole in memory.
+    The live progress file says how far the writing is (`rows_exported`, then the stage).
+    """
+    def stage(name: str, **fields) -> None:
+        if progress is not None:
+            progress.update(stage=name, force=True, **fields)
+
+    (n_rows,) = tables.query("SELECT count(*) FROM build_rows")[0]
+    duplicate = tables.query("SELECT id, min(source_id), count(*) FROM build_rows GROUP BY id HAVING count(*) > 1 LIMIT 1")
+    if duplicate:
+        rid, source_id, n = duplicate[0]
+        raise ValueError(f"{n} rows have the same id {rid} (source {source_id}): duplicates must be rejected by dedup before the rows are stored")
+    n_shards = max(1, -(-n_rows // ROWS_PER_SHARD))
     names = [f"data/train-{i:05d}-of-{n_shards:05d}.parquet" for i in range(n_shards)]
     schema = arrow_schema(DatasetRow)
-    stage("export: writing")
+    stage("export: writing rows", rows_exported=0)
     out = Export(owned, writer)
     try:
-        for i, name in enumerate(names):
-            shard = rows[i * ROWS_PER_SHARD : (i + 1) * ROWS_PER_SHARD]
-            # Converted a chunk at a time: a whole shard of dicts would double the peak memory.
+        data = tables.iter_row_data()
+        done = 0
+        for name in names:
             with pq.ParquetWriter(out.path(name), schema) as writer_:
-                for j in range(0, max(1, len(shard)), WRITE_CHUNK):
-                    writer_.write_table(to_table(shard[j : j + WRITE_CHUNK], DatasetRow))
-        pq.write_table(to_table(rejections, Rejection), out.path("rejections.parquet"))
+                left = min(ROWS_PER_SHARD, n_rows - done)
+                while True:  # at least one (empty) chunk: an empty shard still has its schema
+                    chunk = [DatasetRow.model_validate_json(d) for d in itertools.islice(data, min(WRITE_CHUNK, left))]
+                    writer_.write_table(to_table(chunk, DatasetRow))
+                    done += len(chunk)
+                    left -= len(chunk)
+                    stage("export: writing rows", rows_exported=done)
+                    if left <= 0:
+                        break
+        stage("export: writing rejections")
+        with pq.ParquetWriter(out.path("rejections.parquet"), arrow_schema(Rejection)) as writer_:
+            rejections = tables.iter_rejections()
+            first = True
+            while True:
+                chunk = list(itertools.islice(rejections, WRITE_CHUNK))
+                if chunk or first:  # an empty file still has its schema
+                    writer_.write_table(to_table(chunk, Rejection))
+                first = False
+                if len(chunk) < WRITE_CHUNK:
+                    break
         write_json(out.path("summary.json"), summary)
     except BaseException:
         out.abort()
         raise
     record = out.commit(stage=lambda s: stage(f"export: {s}"))
-    store.replace_rows(rows)
-    store.replace_rejections(rejections)
+    tables.publish_rows()
     store.set_meta("summary", summary)
     return record

@@ -2,7 +2,9 @@
 
 The shards must be complete, share their source and build options (all but how each process
 ran: shard, batch, concurrency, limits, budget) and cover 0..N-1 once each. Every shard's call
-cache is copied into OUT's store, then the normal unsharded build runs into OUT: every oracle
+cache is copied into OUT's store (in SQL, one shard at a time: memory depends neither on the number
+of shards nor on their calls), then the normal unsharded build runs into OUT, streaming as every
+build does: every oracle
 call is a cache hit, so nothing is called or paid, and the result (rows, rejections, cross-shard
 dedup, IQN draws) is by construction the one an unsharded run gives. Calls that failed in a shard
 replay their failure through `ReplayOracle`, which calls no provider and needs no API key.
@@ -12,7 +14,6 @@ The summary gains a `shards` section: each shard's counts and spend (from its st
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,18 +22,18 @@ from typing import Any
 from crome.builder.run.config import BuildConfig
 from crome.builder.oracles import oracle_class, parse_oracle_spec
 from crome.schemas.calls import OracleRequest, OracleResponse
-from crome.builder.run.pipeline import BuildResult, Progress, build, read_source, source_fingerprint
+from crome.builder.run.pipeline import MEMORY_MB, BuildResult, Progress, build, source_fingerprint
 from crome.builder.sources import SourceError
 from crome.builder.run.status import spend
 from crome.builder.run.export import RUN_LAYOUT
-from crome.builder.store import CallRecord, RunStore, RunStoreError
+from crome.builder.store import STORE_FILE, CallRecord, RunStore, RunStoreError
+from crome.builder.store.work import import_calls
 from crome.outputs import OutputError, claim, read_export
 
 # How each process ran, not what it built: shards may differ in these.
 EXECUTION_OPTIONS = frozenset(
     {"shard", "batch", "concurrency", "rpm", "tpm", "timeout", "schema_mode", "max_cost", "max_failures", "dry_run", "base_url"}
 )
-_IMPORT_CHUNK = 5000
 
 
 class MergeError(ValueError):
@@ -132,39 +133,18 @@ class ReplayOracle:
         return None
 
 
-def _import_calls(shards: list[Shard], out: Path) -> tuple[dict[str, CallRecord], int]:
-    """Copy the shards' calls into OUT's store; return the failed ones, and how many final ones were copied.
+def _import_calls(shards: list[Shard], out: Path) -> dict[str, CallRecord]:
+    """Copy the shards' calls into OUT's store (lowest shard first, in SQL); return the calls that only failed.
 
-    A key held by several shards keeps the first final answer (lowest shard first) and every
-    request any of them was billed for (`sent`), so OUT's spend is what its shards spent. A key
-    that only failed is kept as a failure, which the merged build replays through `ReplayOracle`.
+    A key held by several shards keeps the first final answer and every request any of them was
+    billed for (`sent`), so OUT's spend is what its shards spent. A key that only failed is kept as a
+    failure, which the merged build replays through `ReplayOracle` (those few are held in memory).
     """
-    held: dict[str, bool] = {}  # key -> OUT holds a final answer for it
-    failed: dict[str, CallRecord] = {}
     with RunStore.open(out) as dest:
+        dest.limit_memory(MEMORY_MB)
         for shard in sorted(shards, key=lambda s: s.index):
-            with RunStore.open(shard.path, read_only=True) as src:
-                chunk: list[CallRecord] = []
-                for rec in src.iter_calls():
-                    final = held.get(rec.key)
-                    if final is None or (rec.replayable and not final):
-                        held[rec.key] = rec.replayable
-                        if rec.replayable:
-                            failed.pop(rec.key, None)
-                        else:
-                            failed.setdefault(rec.key, rec)
-                        chunk.append(rec)  # replaces what OUT holds, adding the requests it was sent
-                    else:  # OUT keeps its record; only the requests this one was billed for are added
-                        dest.record_calls(chunk)
-                        chunk = []
-                        mine = dest.get_call(rec.key)
-                        assert mine is not None
-                        dest.record_calls([dataclasses.replace(mine, sent=[*mine.sent, *rec.sent])], add_sent=False)
-                    if len(chunk) >= _IMPORT_CHUNK:
-                        dest.record_calls(chunk)
-                        chunk = []
-                dest.record_calls(chunk)
-    return failed, sum(held.values())
+            import_calls(dest, shard.path / STORE_FILE)
+        return {rec.key: rec for rec in dest.iter_failed_calls()}
 
 
 def _shard_report(shards: list[Shard]) -> dict[str, Any]:
@@ -214,15 +194,15 @@ def merge(
     cfg = BuildConfig(**fields, source=spec, out=str(out), templates_dir=templates_dir)
     claim(out, RUN_LAYOUT, "crome merge", create=False)  # before reading anything: a folder that is not ours stops here
     try:
-        pairs, quarantined, info = read_source(cfg)
+        fingerprint, _ = source_fingerprint(cfg)  # read as a stream: only the pairs' ids are hashed
     except (SourceError, OSError) as exc:
         raise MergeError(f"cannot read the source the shards were built from ({spec}): {exc}; pass it with --source") from None
     expected = shards[0].source.get("fingerprint")
-    if expected is not None and source_fingerprint(pairs, info) != expected:
+    if expected is not None and fingerprint != expected:
         raise MergeError(f"the source at {spec} is not the data the shards were built from (its pairs differ)")
 
     claim(out, RUN_LAYOUT, "crome merge")
-    failed, _ = _import_calls(shards, out)
+    failed = _import_calls(shards, out)
     oracle = None if cfg.is_rules else ReplayOracle(cfg.oracle, failed)
     report = _shard_report(shards)
 
@@ -231,7 +211,7 @@ def merge(
         if oracle is not None and oracle.misses:
             summary["shards"]["replay_misses"] = oracle.misses
 
-    return build(cfg, progress, oracle, source=(pairs, quarantined, info), writer="crome merge", finish=finish)
+    return build(cfg, progress, oracle, writer="crome merge", finish=finish)
 
 
 __all__ = ["EXECUTION_OPTIONS", "MergeError", "ReplayOracle", "check_shards", "merge", "read_shard"]

@@ -19,24 +19,27 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from crome.builder.oracles import get_oracle
-from crome.builder.oracles.base import Oracle, SystematicOracleError
+from crome.builder.oracles.base import Oracle
 from crome.builder.run.config import BuildConfig, display_source
 from crome.builder.run.export import RUN_LAYOUT, export
-from crome.builder.run.generate import BatchPending, BuildStopped, CachedGenerate, StoreWriteError
+from crome.builder.run.generate import BuildStopped, CachedGenerate
 from crome.builder.run.interrupt import GracefulInterrupt
 from crome.builder.run.progress import ProgressFile
+from crome.builder.run.flow import Flow
+from crome.builder.run.pool import MinePairs, StoreDedup, StoreGroups, StorePool, documents
 from crome.builder.run.summary import build_summary
-from crome.builder.sources import load_source
+from crome.builder.sources import SourceError, SourceStream, iter_source
 from crome.builder.stages.base import Stage, StageEnv
 from crome.builder.stages.causal import CausalStage
-from crome.builder.stages.dedup import KIND_ORDER, DedupStage
-from crome.builder.stages.neutral import CrossPromptStage, NeutralStage
+from crome.builder.stages.dedup import DedupStage, Deduper
+from crome.builder.stages.neutral import CrossPromptStage, NeutralStage, conversation_document
 from crome.builder.stages.rate import RateStage
 from crome.builder.stages.records import PairContext, original_candidate
 from crome.builder.stages.rubrics import RubricsStage
@@ -44,9 +47,10 @@ from crome.builder.stages.shortcut import ShortcutStage
 from crome.builder.stages.validate import ValidateStage
 from crome.builder.stages.verify import VerifyStage
 from crome.builder.store import RunStore
+from crome.builder.store.work import BuildTables, Fingerprint
 from crome.outputs import Folder, atomic_write, claim, recover
 from crome.prompts import UnknownTemplateError, load_template
-from crome.schemas import DatasetRow, Quarantined, Rejection, SourcePair
+from crome.schemas import SourcePair
 from crome.schemas.hashing import short_id, stable_hash
 
 log = logging.getLogger(__name__)
@@ -67,6 +71,8 @@ STAGES: tuple[type[Stage], ...] = (
 TASKS: tuple[str, ...] = tuple(t for s in STAGES for t in s.tasks)  # every template a build renders
 
 
+# DuckDB's own memory in a build: its sorts and joins (the export's row order, the groups) spill to disk beyond it.
+MEMORY_MB = 128
 # Beyond the client timeout, what an interrupted run waits for its calls in flight to come back.
 INTERRUPT_GRACE_S = 5.0
 
@@ -107,21 +113,47 @@ def in_shard(source_id: str, shard: tuple[int, int] | None) -> bool:
     return int(short_id(source_id), 16) % n == i
 
 
-def read_source(cfg: BuildConfig) -> tuple[list[SourcePair], list[Quarantined], dict[str, Any]]:
-    """All source pairs (a shard draws irrelevant prompts from the whole set), this shard's quarantines, source info."""
-    loaded = load_source(cfg.source, split=cfg.split, config=cfg.config_name, revision=cfg.revision, mapping=cfg.mapping, limit=cfg.limit,
-                         max_answer_chars=cfg.max_answer_chars)
-    pairs = list(loaded.pairs)
-    quarantined = [q for q in loaded.quarantined if cfg.shard is None or q.row % cfg.shard[1] == cfg.shard[0]]
-    info = {"name": display_source(cfg.source), "shape": loaded.shape, "hub_id": loaded.hub_id, "license": loaded.license,
-            "rows": loaded.total_rows}
-    return pairs, quarantined, info
+def open_source(cfg: BuildConfig) -> SourceStream:
+    """The source as a stream of pairs and quarantined rows; raises `SourceError` at once if it cannot be read."""
+    return iter_source(cfg.source, split=cfg.split, config=cfg.config_name, revision=cfg.revision, mapping=cfg.mapping, limit=cfg.limit,
+                       max_answer_chars=cfg.max_answer_chars)
+
+
+def source_info(cfg: BuildConfig, stream: SourceStream) -> dict[str, Any]:
+    """What the summary says of the source, once the stream has been read to its end."""
+    return {"name": display_source(cfg.source), "shape": stream.shape, "hub_id": stream.hub_id,
+            "license": stream.license, "rows": stream.rows_read}
+
+
+def source_fingerprint(cfg: BuildConfig) -> tuple[str, dict[str, Any]]:
+    """The source's fingerprint (every pair's id, in order, and the row count: shards of one build share it), read as a stream."""
+    fp = Fingerprint()
+    with open_source(cfg) as stream:
+        for item in stream:
+            if isinstance(item, SourcePair):
+                fp.add(item.source_id)
+    info = source_info(cfg, stream)
+    return fp.value(info["rows"]), info
+
+
+def store_source(cfg: BuildConfig, store: RunStore, stream: SourceStream) -> tuple[int, int, dict[str, Any], str]:
+    """Stream the whole source into the run store (the pool) and deal its IQN draw groups; (pool, mine, info, fingerprint)."""
+    tables = BuildTables(store)
+    shard = cfg.shard
+    pool, mine, fp = tables.write_source(
+        stream, mine=lambda p: in_shard(p.source_id, shard), mine_quarantined=lambda q: shard is None or q.row % shard[1] == shard[0],
+        rank=lambda p: stable_hash([cfg.seed, "iqn-group", p.source_id]),
+    )
+    tables.assign_groups(cfg.neutral_group_size)
+    info = source_info(cfg, stream)
+    return pool, mine, info, fp.value(info["rows"])
 
 
 class Builder:
     def __init__(self, cfg: BuildConfig, store: RunStore, progress: Progress | None = None, oracle: Oracle | None = None):
         self.cfg = cfg
         self.store = store
+        self.tables = BuildTables(store)
         self.progress = progress or Progress()
         self.progress_file = ProgressFile(Path(cfg.out))
         self.oracle = oracle if oracle is not None else make_oracle(cfg)
@@ -136,9 +168,8 @@ class Builder:
             self.batch = BatchRun(store, batch_jobs(self.oracle), self.generate, price=self._price())
         self.interrupted: str | None = None  # the signal that interrupted the run
         self.first_internal_error: str | None = None
-        self.contexts: list[PairContext] = []  # the pairs this run builds (its shard)
-        self.pool: list[PairContext] = []  # every source pair: where irrelevant prompts and donors are drawn from
         self.stages: list[Stage] = []
+        self.mine = 0  # the pairs this run builds (its shard)
 
     def _template(self, spec: str):
         if self.cfg.templates_dir:
@@ -156,12 +187,20 @@ class Builder:
         model = self.oracle.model
         return lambda i, o: estimate_cost(model, i, o, batch=self.cfg.batch)
 
-    def setup(self, pairs: list[SourcePair]) -> None:
-        """Contexts for every source pair and the run's stages (they draw from the whole pool)."""
-        self.pool = [PairContext(pair=p) for p in pairs]
-        self.contexts = [c for c in self.pool if in_shard(c.pair.source_id, self.cfg.shard)]
-        env = StageEnv(options=self.cfg, generate=self.generate, templates=self.templates, capabilities=self.oracle.capabilities, pool=self.pool)
+    def setup(self, pool: int, mine: int) -> None:
+        """The run's stages over the source stored in the run store (`pool` pairs, `mine` of them this shard's)."""
+        cfg, tables = self.cfg, self.tables
+        self.mine = mine
+        self.groups = StoreGroups(tables)
+        env = StageEnv(options=cfg, generate=self.generate, templates=self.templates, capabilities=self.oracle.capabilities,
+                       pool=StorePool(tables, pool))
+        backend, t, capacity = StoreDedup(tables), cfg.dedup_threshold, 8 * mine
+        env.shared["dedup"] = (Deduper(t, backend=backend, name="pairs", capacity=capacity),
+                               Deduper(t, backend=backend, name="answers", capacity=capacity))
+        env.shared["groups"] = self.groups
+        env.shared["documents"] = lambda: documents(tables, conversation_document)
         self.stages = [stage(env) for stage in STAGES]  # a stage listed twice shares its run-wide state via env.shared
+        self.flow = Flow(self)
 
     # -- per pair -------------------------------------------------------------------------
     async def process_pair(self, ctx: PairContext) -> None:
@@ -205,63 +244,23 @@ class Builder:
         self.generate.count_failure(internal=True, detail=detail)
 
     async def run_pairs(self) -> str | None:
-        """Every pair through the per-pair stages with a bounded window in flight; returns why the run stopped, if it did."""
-        window = max(64, 4 * self.cfg.concurrency)
-        pending: dict[asyncio.Task, PairContext] = {}
-        fatal: BaseException | None = None
-        finished = 0
-        self.progress.start(len(self.contexts))
-        self.progress_file.update(pairs_total=len(self.contexts), force=True)
-
-        def reap(done: set[asyncio.Task]) -> None:
-            nonlocal fatal, finished
-            for t in done:
-                ctx = pending.pop(t)
-                exc = None if t.cancelled() else t.exception()
-                if t.cancelled() or isinstance(exc, (BatchPending, BuildStopped)):
-                    ctx.set_pending()  # waits on a batch job, or the run stopped: neither done nor rejected
-                elif isinstance(exc, (SystematicOracleError, StoreWriteError)) or (exc is not None and exc is self.generate.fatal):
-                    fatal = fatal or exc
-                    ctx.set_pending()
-                else:
-                    finished += 1
-                    if exc is not None:
-                        self._internal_error(ctx, exc)
-                self._advance()
-
+        """Every pair through the stages (crome.builder.run.flow); returns why the run stopped, if it did."""
+        self.progress.start(self.mine)
+        self.progress_file.update(pairs_total=self.mine, force=True)
         with GracefulInterrupt(self._interrupt):
-            for ctx in self.contexts:
-                if fatal or self.generate.fatal or self.generate.stopped:
-                    ctx.pending = True
-                    continue
-                pending[asyncio.ensure_future(self.process_pair(ctx))] = ctx
-                if len(pending) >= window:
-                    done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                    reap(done)
-            loop = asyncio.get_running_loop()
-            deadline: float | None = None
-            while pending:
-                # Once stopped, what is left is calls in flight: together they get the client timeout to come back.
-                if deadline is None and (self.generate.stopped is not None or self.generate.fatal is not None):
-                    deadline = loop.time() + self._grace()
-                timeout = None if deadline is None else max(deadline - loop.time(), 0.0)
-                done, _ = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-                if not done:
-                    for t in pending:
-                        t.cancel()
-                    done, _ = await asyncio.wait(pending)
-                reap(done)
+            finished, deadline = await self.flow.run()
             if self.batch is not None:
                 # A stage's gather fails at its first pending call; let its siblings queue theirs too.
                 others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
                 if others:
                     await asyncio.wait(others)
             # Calls whose pair is done (a sibling raised) still finish and are recorded.
+            loop = asyncio.get_running_loop()
             lost = await self.generate.drain(self._grace() if deadline is None else max(deadline - loop.time(), 0.0))
         if lost:
             log.warning("%d oracle call(s) did not answer within %gs and were abandoned; they may have been billed", lost, self._grace())
         await self.oracle.aclose()
-        fatal = fatal or self.generate.fatal
+        fatal = self.flow.fatal or self.generate.fatal
         if fatal is not None:
             raise fatal
         if self.interrupted:
@@ -276,15 +275,6 @@ class Builder:
             self.generate.stop(BuildStopped("internal_errors", f"every pair ({finished}) failed with an internal error"))
         return self.generate.stopped.reason if self.generate.stopped else None
 
-    async def run_ordered(self) -> None:
-        """The ordered stages over the pairs in source order (a pending pair has nothing to add yet)."""
-        ordered = [s for s in self.stages if s.ordered]
-        for ctx in self.contexts:
-            if ctx.pending:
-                continue
-            for stage in ordered:
-                await stage(ctx)
-
     async def run_all(self) -> str | None:
         self.progress.stage("oracle stages")
         self.progress_file.stage("oracle stages")
@@ -295,51 +285,30 @@ class Builder:
             self.batch.submit()
             if stopped is None and self.batch.live():
                 stopped = "batch_pending"
-        self.progress.stage("neutrals and dedup")
-        self.progress_file.stage("neutrals and dedup")
-        await self.run_ordered()
         return stopped
 
     # -- the whole build ------------------------------------------------------------------
-    def run(self, pairs: list[SourcePair], quarantined: list[Quarantined], source_info: dict[str, Any], started: float,
-            owned: Folder, writer: str = "crome build", finish: Callable[[dict, "Builder"], None] | None = None) -> BuildResult:
-        """Build every pair and export into `owned` (the run folder); `finish` may add to the summary first (merge)."""
+    def run(self, pool: int, mine: int, source_info: dict[str, Any], started: float, owned: Folder, writer: str = "crome build",
+            finish: Callable[[dict, "Builder"], None] | None = None) -> BuildResult:
+        """Build this shard's pairs from the stored source and export into `owned`; `finish` may add to the summary first (merge)."""
         cfg = self.cfg
-        self.setup(pairs)
+        self.setup(pool, mine)
         if self.batch is not None:
             self.progress.stage("batch: polling jobs")
             self.progress_file.stage("batch: polling jobs")
             self.batch.prepare()
+        self.tables.clear()
         stopped = asyncio.run(self.run_all())
-        rows: list[DatasetRow] = []
-        rejections: list[Rejection] = [
-            Rejection(source_id=f"row:{q.row}", stage="source", reason=q.reason, detail=q.detail) for q in quarantined
-        ]
-        for ctx in self.contexts:
-            for c in ctx.candidates:
-                try:
-                    rows.append(c.to_row(self.oracle.name, cfg.seed))
-                except ValueError as exc:  # a candidate that breaks the contract is a recorded rejection
-                    ctx.rejections.append(c.reject("export", "invalid_row", str(exc).splitlines()[0][:300]))
-            ctx.candidates = []  # the rows hold what is needed now; keep one copy in memory, not two
-            rejections.extend(ctx.rejections)
-        rows.sort(key=lambda r: (r.source_id, KIND_ORDER[r.kind], r.augmentation, r.attribute or "", r.id))
         summary = build_summary(
-            cfg, oracle=self.oracle.name, templates=self.templates, contexts=self.contexts, quarantined=quarantined, rows=rows,
-            rejections=rejections, source_info=source_info, stopped=stopped, seconds=time.perf_counter() - started,
-            stats=self.generate.stats, store=self.store, batch=self.batch.report() if self.batch is not None else None,
-            first_internal_error=self.first_internal_error,
+            cfg, oracle=self.oracle.name, templates=self.templates, tables=self.tables, source_info=source_info, stopped=stopped,
+            seconds=time.perf_counter() - started, stats=self.generate.stats, store=self.store,
+            batch=self.batch.report() if self.batch is not None else None, first_internal_error=self.first_internal_error,
         )
         if finish is not None:
             finish(summary, self)
-        export(self.store, owned, rows, rejections, summary, writer=writer, stage=self.progress_file.stage)
+        export(self.store, owned, self.tables, summary, writer=writer, progress=self.progress_file)
         self.progress_file.update(stage="done", status=summary["status"], force=True)
-        return BuildResult(Path(cfg.out), summary, len(rows), stopped)
-
-
-def source_fingerprint(pairs: list[SourcePair], source_info: dict[str, Any]) -> str:
-    """Identifies the source as read (every pair, in order, and the row count): shards of one build share it."""
-    return stable_hash({"rows": source_info.get("rows"), "pairs": [p.source_id for p in pairs]})
+        return BuildResult(Path(cfg.out), summary, summary["counts"]["rows"], stopped)
 
 
 def source_spec(spec: str) -> str:
@@ -353,65 +322,80 @@ def build(
     progress: Progress | None = None,
     oracle: Oracle | None = None,
     *,
-    source: tuple[list[SourcePair], list[Quarantined], dict[str, Any]] | None = None,
     sleep: Callable[[float], None] = time.sleep,
     writer: str = "crome build",
     finish: Callable[[dict, Builder], None] | None = None,
 ) -> BuildResult:
     """Run (or resume) a build; `oracle` replaces the one named by cfg.oracle (tests, custom backends).
 
-    `source` is `read_source(cfg)` already done (a merge reads it once to check it). The output
-    folder must be new, empty or a run folder (crome.outputs); it is checked before anything is
-    read and created only once the source has been read, so a bad source or folder leaves nothing.
+    The output folder must be new, empty or a run folder (crome.outputs); it is checked before
+    anything is read, and created only once the source opens and its first rows are understood
+    (shape, mapping). The source then streams into the run store; a source that fails further on
+    (a corrupt file, a lost connection) removes a folder this build created, so it leaves nothing.
     """
     started = time.perf_counter()
     out = Path(cfg.out)
     claim(out, RUN_LAYOUT, writer, create=False)
     oracle = oracle if oracle is not None else make_oracle(cfg)  # an unknown oracle or a missing key: nothing created yet
-    pairs, quarantined, source_info = source if source is not None else read_source(cfg)
-    claim(out, RUN_LAYOUT, writer)
-    with RunStore.open(out) as store:
-        owned = claim(out, RUN_LAYOUT, writer)  # read again under the run lock: another writer may have exported
-        recover(owned)
-        mine = [p for p in pairs if in_shard(p.source_id, cfg.shard)]
-        store.replace_sources(mine)
-        store.replace_quarantined(quarantined)
-        # The local store (never published) remembers where the source was, for `crome merge`.
-        store.set_meta("source", {"spec": source_spec(cfg.source), "fingerprint": source_fingerprint(pairs, source_info)})
-        atomic_write(out / "config.json", lambda p: p.write_text(json.dumps(cfg.public_options(), indent=2) + "\n"))
-        if not cfg.batch and not cfg.dry_run:
-            from crome.builder.run.batch import live_jobs
+    stream = open_source(cfg)
+    created = not out.exists()
+    try:
+        claim(out, RUN_LAYOUT, writer)
+        with RunStore.open(out) as store:
+            store.limit_memory(MEMORY_MB)
+            owned = claim(out, RUN_LAYOUT, writer)  # read again under the run lock: another writer may have exported
+            recover(owned)
+            with stream:
+                pool, mine, source_info_, fingerprint = store_source(cfg, store, stream)
+            stream = None
+            return _build_stored(cfg, store, owned, progress, oracle, pool, mine, source_info_, fingerprint, started, sleep, writer, finish)
+    except SourceError:
+        if stream is not None and created and out.is_dir():
+            shutil.rmtree(out)  # the source failed while it streamed into the folder this build made
+        raise
 
-            live = live_jobs(store)
-            if live:
-                # An online run would send (and pay for) the requests those jobs already carry.
-                raise ValueError(
-                    f"{out} has {len(live)} batch job(s) in flight with {sum(len(j['keys']) for j in live)} requests: "
-                    "re-run with --batch to collect them first (`crome status` shows them)"
-                )
-        builder = Builder(cfg, store, progress, oracle)
-        if cfg.dry_run or builder.oracle.capabilities.priced:
-            from crome.builder.run.estimate import estimate
 
-            builder.setup(pairs)
-            summary = estimate(builder.stages, mine, store, builder.oracle, batch=cfg.batch, max_cost=cfg.max_cost)
-            summary.update(source=source_info, quarantined=len(quarantined))
-            if cfg.dry_run:
-                return BuildResult(out, summary, 0, "dry_run")
-            builder.progress.estimate(summary)
-            if summary["over_budget"] and next(store.iter_artifacts("batch_job"), None) is None:
-                # Before the first call (a batch build: before its first job): nothing is spent.
-                return BuildResult(out, summary, 0, "estimate_over_budget")
-        try:
-            result = builder.run(pairs, quarantined, source_info, started, owned, writer, finish)
-            while cfg.batch_wait and result.stopped == "batch_pending" and builder.batch is not None:
-                builder.progress.stage(f"batch: waiting for {len(builder.batch.live())} job(s)")
-                builder.batch.wait(cfg.poll_interval, sleep)
-                builder.batch.backend.close()
-                # A fresh builder per pass: the rubric memo and the call counts belong to one pass.
-                builder = Builder(cfg, store, progress, builder.oracle)
-                result = builder.run(pairs, quarantined, source_info, started, owned, writer, finish)
-        finally:
-            if builder.batch is not None:
-                builder.batch.backend.close()
-        return result
+def _build_stored(cfg: BuildConfig, store: RunStore, owned: Folder, progress: Progress | None, oracle: Oracle, pool: int, mine: int,
+                  info: dict[str, Any], fingerprint: str, started: float, sleep: Callable[[float], None], writer: str,
+                  finish: Callable[[dict, Builder], None] | None) -> BuildResult:
+    out = Path(cfg.out)
+    # The local store (never published) remembers where the source was, for `crome merge`.
+    store.set_meta("source", {"spec": source_spec(cfg.source), "fingerprint": fingerprint})
+    atomic_write(out / "config.json", lambda p: p.write_text(json.dumps(cfg.public_options(), indent=2) + "\n"))
+    if not cfg.batch and not cfg.dry_run:
+        from crome.builder.run.batch import live_jobs
+
+        live = live_jobs(store)
+        if live:
+            # An online run would send (and pay for) the requests those jobs already carry.
+            raise ValueError(
+                f"{out} has {len(live)} batch job(s) in flight with {sum(len(j['keys']) for j in live)} requests: "
+                "re-run with --batch to collect them first (`crome status` shows them)"
+            )
+    builder = Builder(cfg, store, progress, oracle)
+    if cfg.dry_run or builder.oracle.capabilities.priced:
+        from crome.builder.run.estimate import estimate
+
+        builder.setup(pool, mine)
+        summary = estimate(builder.stages, MinePairs(builder.tables, mine), store, builder.oracle, batch=cfg.batch, max_cost=cfg.max_cost)
+        (quarantined,) = store._query("SELECT count(*) FROM quarantined")[0]
+        summary.update(source=info, quarantined=quarantined)
+        if cfg.dry_run:
+            return BuildResult(out, summary, 0, "dry_run")
+        builder.progress.estimate(summary)
+        if summary["over_budget"] and next(store.iter_artifacts("batch_job"), None) is None:
+            # Before the first call (a batch build: before its first job): nothing is spent.
+            return BuildResult(out, summary, 0, "estimate_over_budget")
+    try:
+        result = builder.run(pool, mine, info, started, owned, writer, finish)
+        while cfg.batch_wait and result.stopped == "batch_pending" and builder.batch is not None:
+            builder.progress.stage(f"batch: waiting for {len(builder.batch.live())} job(s)")
+            builder.batch.wait(cfg.poll_interval, sleep)
+            builder.batch.backend.close()
+            # A fresh builder per pass: the rubric memo and the call counts belong to one pass.
+            builder = Builder(cfg, store, progress, builder.oracle)
+            result = builder.run(pool, mine, info, started, owned, writer, finish)
+    finally:
+        if builder.batch is not None:
+            builder.batch.backend.close()
+    return result

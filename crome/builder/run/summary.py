@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import datetime, timezone
 from typing import Any
 
@@ -10,10 +9,26 @@ from crome import __version__
 from crome.builder.run.config import BuildConfig
 from crome.builder.run.generate import CallStats
 from crome.builder.run.status import spend
-from crome.builder.stages.records import PairContext
 from crome.builder.stages.shortcut import summary_record
 from crome.builder.store import RunStore
-from crome.schemas import DatasetRow, Quarantined, Rejection
+from crome.builder.store.tables import REJECTION_SCHEMA, rejection_from_row
+from crome.builder.store.work import ROW_ORDER, BuildTables
+from crome.schemas import DatasetRow
+
+
+def _counts(tables: BuildTables, sql: str) -> dict[str, int]:
+    """{value: count} of `sql` (value, count, first position), most common first, ties in order of first appearance."""
+    return {k: int(n) for k, n, _ in sorted(tables.query(sql), key=lambda r: (-r[1], r[2]))}
+
+
+def _shortcuts(tables: BuildTables) -> dict[str, Any]:
+    """summary.json `shortcuts` from the store: only the shortcut-neutral rows and the shortcut stage's rejections
+    (capped per phrase, so few) are read back."""
+    rows = [DatasetRow.model_validate_json(data) for (data,) in tables.query(
+        f"SELECT data FROM build_rows WHERE augmentation = 'shortcut_neutral' ORDER BY {ROW_ORDER}")]
+    cols = ", ".join(c for c in REJECTION_SCHEMA.names if c != "ord")
+    rejections = [rejection_from_row(v) for v in tables.query(f"SELECT {cols} FROM build_rejections WHERE stage = 'shortcut' ORDER BY seq")]
+    return summary_record(rows, rejections)
 
 
 def build_summary(
@@ -21,10 +36,7 @@ def build_summary(
     *,
     oracle: str,
     templates: dict[str, Any],
-    contexts: list[PairContext],
-    quarantined: list[Quarantined],
-    rows: list[DatasetRow],
-    rejections: list[Rejection],
+    tables: BuildTables,
     source_info: dict[str, Any],
     stopped: str | None,
     seconds: float,
@@ -33,14 +45,36 @@ def build_summary(
     batch: dict[str, Any] | None = None,
     first_internal_error: str | None = None,
 ) -> dict[str, Any]:
-    by_stage: dict[str, Counter] = {}
-    for r in rejections:
-        by_stage.setdefault(r.stage, Counter())[r.reason] += 1
-    with_rows = {r.source_id for r in rows}
-    pending = sum(1 for c in contexts if c.pending)
-    only_rejected = {r.source_id for r in rejections if r.stage != "source"} - with_rows
-    pair_ids = [c.pair.source_id for c in contexts]
-    accounted = sum(1 for sid in pair_ids if sid in with_rows or sid in only_rejected) + pending
+    """The summary, counted with SQL over what the build wrote to the run store (nothing is held in memory for it)."""
+    first_row = f"min(({ROW_ORDER}))"  # where the value first appears in the exported order
+    by_kind = _counts(tables, f"SELECT kind, count(*), {first_row} FROM build_rows GROUP BY kind")
+    by_aug = _counts(tables, f"SELECT augmentation, count(*), {first_row} FROM build_rows GROUP BY augmentation")
+    by_attr = _counts(tables, f"SELECT attribute, count(*), {first_row} FROM build_rows WHERE attribute IS NOT NULL GROUP BY attribute")
+    q_reasons = _counts(tables, "SELECT reason, count(*), min(ord) FROM quarantined GROUP BY reason")
+    by_stage: dict[str, dict[str, int]] = {}
+    for stage, reason, n, first in sorted(tables.query("SELECT stage, reason, count(*), min(seq) FROM build_rejections GROUP BY ALL"),
+                                          key=lambda r: (r[0], -r[2], r[3])):
+        by_stage.setdefault(stage, {})[reason] = int(n)
+    if q_reasons:  # quarantined rows come first among the rejections, under stage "source"
+        merged = {**q_reasons}
+        for reason, n in by_stage.get("source", {}).items():
+            merged[reason] = merged.get(reason, 0) + n
+        by_stage["source"] = dict(sorted(merged.items(), key=lambda kv: -kv[1]))
+    by_stage = dict(sorted(by_stage.items()))
+    quarantined = sum(q_reasons.values())
+    ((rows, rejections),) = tables.query("SELECT (SELECT count(*) FROM build_rows), (SELECT count(*) FROM build_rejections)")
+    # Every source pair explained: with rows, only rejected (not at the source), or pending.
+    ((pairs, pending, with_rows, only_rejected, accounted),) = tables.query(
+        """WITH r AS (SELECT DISTINCT source_id FROM build_rows),
+                j AS (SELECT DISTINCT source_id FROM build_rejections WHERE stage != 'source' EXCEPT SELECT source_id FROM r),
+                p AS (SELECT DISTINCT source_id FROM build_pairs)
+           SELECT (SELECT count(*) FROM build_pairs),
+                  (SELECT count(*) FROM build_pairs WHERE outcome = 'pending'),
+                  (SELECT count(*) FROM p SEMI JOIN r USING (source_id)),
+                  (SELECT count(*) FROM p SEMI JOIN j USING (source_id)),
+                  (SELECT count(*) FROM build_pairs b WHERE outcome = 'pending' OR source_id IN (SELECT source_id FROM r)
+                                                       OR source_id IN (SELECT source_id FROM j))"""
+    )
     return {
         "crome_version": __version__,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -53,16 +87,16 @@ def build_summary(
         "counts": {
             # One source row may give several pairs (RM-Bench: 9) or several quarantines.
             "source_rows": source_info.get("rows"),
-            "source_pairs": len(contexts),
-            "quarantined": len(quarantined),
-            "quarantine_reasons": dict(Counter(q.reason for q in quarantined).most_common()),
+            "source_pairs": pairs,
+            "quarantined": quarantined,
+            "quarantine_reasons": q_reasons,
             "pending": pending,
-            "rows": len(rows),
-            "rows_by_kind": dict(Counter(r.kind for r in rows).most_common()),
-            "rows_by_augmentation": dict(Counter(r.augmentation for r in rows).most_common()),
-            "rows_by_attribute": dict(Counter(r.attribute for r in rows if r.attribute).most_common()),
-            "rejections": len(rejections),
-            "rejections_by_stage": {s: dict(c.most_common()) for s, c in sorted(by_stage.items())},
+            "rows": rows,
+            "rows_by_kind": by_kind,
+            "rows_by_augmentation": by_aug,
+            "rows_by_attribute": by_attr,
+            "rejections": quarantined + rejections,
+            "rejections_by_stage": by_stage,
             "internal_errors": stats.internal,  # pairs that raised (a bug); the first traceback is in the log
         },
         **({"first_internal_error": first_internal_error} if first_internal_error else {}),
@@ -78,14 +112,14 @@ def build_summary(
         # Over every run of this directory: what was billed, and what the kept answers cost (`kept`).
         "spend": spend(store),
         "accounting": {
-            "quarantined": len(quarantined),
-            "source_pairs": len(contexts),
-            "with_rows": len(set(pair_ids) & with_rows),
-            "only_rejections": len(set(pair_ids) & only_rejected),
+            "quarantined": quarantined,
+            "source_pairs": pairs,
+            "with_rows": with_rows,
+            "only_rejections": only_rejected,
             "pending": pending,
-            "balanced": accounted == len(contexts),
+            "balanced": accounted == pairs,
         },
         "seconds": round(seconds, 2),
         **({"batch": batch} if batch is not None else {}),
-        **({"shortcuts": summary_record(rows, rejections)} if cfg.neutralize_shortcuts else {}),
+        **({"shortcuts": _shortcuts(tables)} if cfg.neutralize_shortcuts else {}),
     }

@@ -7,6 +7,11 @@ is one coroutine, so a slow call holds up only its own pair); `ordered` stages r
 per-pair stage is done, over the pairs in source order (dedup: the first in source order wins).
 A pair waiting on a batch job or stopped by the budget (`ctx.pending`) skips the ordered stages.
 
+`prepare(batch)` runs before a batch of pairs reaches the stage (per-pair stages: before the batch
+is started; ordered stages: before it goes through them): a stage that reads the run store (draws
+from the pool, the dedup index) fetches what the batch will need there in one query, instead of
+one per pair. It changes no result, only how often the store is asked.
+
 `planned(pair)` lists the calls a stage would send for a pair, for `--dry-run`: exact requests
 where they can be known before the earlier stages answer, upper bounds otherwise.
 """
@@ -53,7 +58,7 @@ class StageEnv:
     generate: Generate  # carries the cache, the budget and the retries
     templates: Mapping[str, Any]  # task -> crome.prompts.Template
     capabilities: Capabilities  # of the oracle the run uses
-    pool: Sequence[PairContext]  # every source pair: irrelevant prompts and donors are drawn from here
+    pool: Sequence[PairContext]  # every source pair, in source order: irrelevant prompts and donors are drawn from here
     # Run-wide state that stages listed more than once share (the dedup index, the IQN drawer), by name.
     shared: dict[str, Any] = field(default_factory=dict)
 
@@ -86,6 +91,9 @@ class Stage(abc.ABC):
     def planned(self, pair: SourcePair) -> Iterable[PlannedCall]:
         """The calls this stage would send for `pair` (none for stages that call no oracle)."""
         return ()
+
+    def prepare(self, batch: Sequence[PairContext]) -> None:
+        """Fetch what `batch` will read from the run store, in one go (most stages read nothing there)."""
 
     async def ask(self, task: str, variables: dict[str, Any], context: dict[str, Any], validation: dict[str, Any] | None = None) -> OracleResponse:
         return await self.env.generate(self.request(task, variables, context, validation))
@@ -120,3 +128,10 @@ def wants_causal(pair: SourcePair, options: MethodOptions) -> bool:
 def pair_rng(seed: int, source_id: str, salt: str) -> random.Random:
     """A per-pair RNG: the same pair gets the same draws whatever the order or sharding of the run."""
     return random.Random(stable_hash([seed, source_id, salt]))
+
+
+def prefetch(pool: Any, keys: Iterable[Any]) -> None:
+    """Ask a store-backed pool or draw group to load `keys` at once; an in-memory one has nothing to do."""
+    fetch = getattr(pool, "prefetch", None)
+    if fetch is not None:
+        fetch(list(keys))

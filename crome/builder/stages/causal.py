@@ -15,7 +15,7 @@ import asyncio
 import re
 from typing import Iterable, Sequence
 
-from crome.builder.stages.base import PlannedCall, Stage, conversation_text, directions, failure_detail, pair_rng, wants_causal
+from crome.builder.stages.base import PlannedCall, Stage, conversation_text, directions, failure_detail, pair_rng, prefetch, wants_causal
 from crome.builder.stages.rate import assumed_rubrics
 from crome.builder.stages.records import Candidate, PairContext
 from crome.schemas import SourcePair
@@ -76,6 +76,13 @@ class CausalStage(Stage):
         rng = pair_rng(self.options.seed, ctx.pair.source_id, "donor")
         other = draw_donor(ctx, self.env.pool, rng, self.options.neutral_max_similarity)
         return other.pair.chosen.content if other is not None else ""
+
+    def prepare(self, batch: Sequence[PairContext]) -> None:
+        """The first donor draw of each pair of the batch (later draws, rarely needed, are fetched one by one)."""
+        pool = self.env.pool
+        if len(pool) >= 2:
+            seed = self.options.seed
+            prefetch(pool, (pair_rng(seed, c.pair.source_id, "donor").randrange(len(pool)) for c in batch if wants_causal(c.pair, self.options)))
 
     async def __call__(self, ctx: PairContext) -> bool:
         caps, seed, k = self.env.capabilities, self.options.seed, self.options.max_attributes

@@ -16,11 +16,12 @@ fixed, so the same texts in the same order give the same answers on every machin
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 import string
 import zlib
-from typing import Literal, Sequence
+from typing import Literal, Protocol, Sequence
 
 import numpy as np
 from datasketch import MinHash, MinHashLSH
@@ -73,10 +74,69 @@ def _identity(x: int) -> int:
     return x
 
 
-class Deduper:
-    """Registers texts and tells whether a new one duplicates an earlier one, exactly or nearly."""
+class DedupBackend(Protocol):
+    """Where a `Deduper` keeps what it registered before its last `drain` (the run store, in a build)."""
 
-    def __init__(self, threshold: float = 0.85, num_perm: int = 128, shingle: int = 5, seed: int = 1):
+    def exact(self, index: str, key: str) -> str | None:
+        """The item first registered under exact key `key`, or None."""
+
+    def bands(self, index: str, bands: list[int]) -> dict[int, list[int]]:
+        """Band key -> the items (registration numbers) filed under it."""
+
+    def signatures(self, index: str, items: list[int]) -> dict[int, tuple[str, np.ndarray]]:
+        """Item number -> (item id, MinHash values)."""
+
+
+@dataclass
+class Drained:
+    """What a `Deduper` registered since its last drain, for its backend to store."""
+
+    exact: list[tuple[str, str]]  # (key, item id)
+    bands: list[tuple[int, int]]  # (band key, item number)
+    signatures: list[tuple[int, str, bytes]]  # (item number, item id, MinHash values as little-endian uint64)
+
+
+class Bloom:
+    """A Bloom filter over exact keys (sha256 hex): "certainly not registered" without asking the backend.
+
+    10 bits per expected key and 7 probes (about 1% false positives at capacity); a positive is
+    confirmed by the backend, so the filter changes no decision, only how often the store is asked.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.bits = max(1 << 16, 10 * capacity)
+        self._array = np.zeros((self.bits + 7) // 8, dtype=np.uint8)
+
+    def _positions(self, key: str) -> list[int]:
+        digest = key.rsplit(":", 1)[-1]
+        return [int(digest[8 * i : 8 * i + 8], 16) % self.bits for i in range(7)]
+
+    def add(self, key: str) -> None:
+        for p in self._positions(key):
+            self._array[p >> 3] |= 1 << (p & 7)
+
+    def __contains__(self, key: str) -> bool:
+        return all(self._array[p >> 3] & (1 << (p & 7)) for p in self._positions(key))
+
+
+def band_key(band: int, values: np.ndarray) -> int:
+    """A 64-bit key for one LSH band of a signature (band number and its values): what the store files it under."""
+    digest = hashlib.blake2b(band.to_bytes(2, "little") + values.astype("<u8").tobytes(), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
+class Deduper:
+    """Registers texts and tells whether a new one duplicates an earlier one, exactly or nearly.
+
+    Near candidates are found as datasketch's `MinHashLSH` finds them (its band and row counts for
+    the threshold: any band equal), then ranked by estimated Jaccard. With a `backend`, what was
+    registered before the last `drain()` lives there (a build: DuckDB tables in the run store) and
+    only the items registered since, a Bloom filter of exact keys and what `prefetch` loaded stay
+    in memory; without one, everything stays in memory. The answers are the same either way.
+    """
+
+    def __init__(self, threshold: float = 0.85, num_perm: int = 128, shingle: int = 5, seed: int = 1, *,
+                 backend: DedupBackend | None = None, name: str = "", capacity: int = 0):
         if not 0 < threshold <= 1:
             raise ValueError(f"threshold must be in (0, 1], got {threshold}")
         if shingle < 1 or num_perm < 2:
@@ -85,10 +145,18 @@ class Deduper:
         self.num_perm = num_perm
         self.shingle = shingle
         self.seed = seed
-        self._lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-        self._exact: dict[str, str] = {}  # normalised-text hash -> first item id
-        self._ids: list[str] = []  # LSH key (its index here) -> item id; one id may be registered twice
-        self._sigs: list[MinHash] = []
+        lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        self._ranges = list(lsh.hashranges)
+        self.backend, self.name = backend, name
+        self._bloom = Bloom(capacity) if backend is not None else None
+        self._exact: dict[str, str] = {}  # normalised-text hash -> first item id (since the last drain)
+        self._bands: dict[int, list[int]] = {}  # band key -> item numbers (since the last drain)
+        self._sigs: dict[int, tuple[str, np.ndarray]] = {}  # item number -> (id, values): since the last drain, and prefetched
+        self._fetched: dict[int, list[int]] = {}  # band key -> item numbers in the backend (prefetched)
+        self._minhashes: dict[str, MinHash] = {}  # normalised text -> its MinHash (prefetched)
+        self._n = 0  # items registered with a signature, ever (their numbers: the order of registration)
+        self._count = 0
+        self._drained_at = 0
         template = MinHash(num_perm=num_perm, seed=seed, hashfunc=_identity)
         try:  # datasketch >= 2 takes the permutations of a template: no RNG set-up per text
             MinHash(num_perm=num_perm, seed=seed, hashfunc=_identity, permutations=template.permutations, scheme=template.scheme)
@@ -97,12 +165,54 @@ class Deduper:
             self._mh_kwargs = {}
 
     def __len__(self) -> int:
-        return len(self._exact)
+        return self._count
 
     def minhash(self, text: str, *, normalised: bool = False) -> MinHash:
         m = MinHash(num_perm=self.num_perm, seed=self.seed, hashfunc=_identity, **self._mh_kwargs)
         m.update_batch(shingle_hashes(text if normalised else normalise(text), self.shingle))
         return m
+
+    def _band_keys(self, values: np.ndarray) -> list[int]:
+        return [band_key(i, values[a:b]) for i, (a, b) in enumerate(self._ranges)]
+
+    def prefetch(self, texts: Sequence[str]) -> None:
+        """Load what near checks of `texts` will need from the backend, in two queries (a build: before each batch)."""
+        if self.backend is None:
+            return
+        wanted: list[int] = []
+        for text in texts:
+            norm = normalise(text)
+            if norm not in self._minhashes:
+                m = self._minhashes[norm] = self.minhash(norm, normalised=True)
+                wanted.extend(k for k in self._band_keys(m.hashvalues) if k not in self._fetched)
+        if self._drained_at == 0:
+            return  # no signature stored yet
+        found = self.backend.bands(self.name, sorted(set(wanted)))
+        for k in wanted:
+            self._fetched[k] = found.get(k, [])
+        missing = sorted({i for items in found.values() for i in items} - set(self._sigs))
+        if missing:
+            self._sigs.update(self.backend.signatures(self.name, missing))
+
+    def _first_exact(self, key: str) -> str | None:
+        first = self._exact.get(key)
+        if first is None and self._bloom is not None and key in self._bloom:
+            first = self.backend.exact(self.name, key)  # type: ignore[union-attr]
+        return first
+
+    def _candidates(self, keys: list[int]) -> set[int]:
+        found: set[int] = set()
+        for k in keys:
+            found.update(self._bands.get(k, ()))
+            if self.backend is not None and self._drained_at:
+                stored = self._fetched.get(k)
+                if stored is None:
+                    stored = self._fetched[k] = self.backend.bands(self.name, [k]).get(k, [])
+                found.update(stored)
+        missing = sorted(i for i in found if i not in self._sigs)
+        if missing:
+            self._sigs.update(self.backend.signatures(self.name, missing))  # type: ignore[union-attr]
+        return found
 
     def probe(self, text: str, *, near: bool = True) -> tuple[DupResult, "Probe"]:
         """Is `text` a duplicate of a registered one? Registers nothing; `add` registers the probe.
@@ -112,27 +222,35 @@ class Deduper:
         """
         norm = normalise(text)
         probe = Probe(key=stable_hash(norm))
-        first = self._exact.get(probe.key)
+        first = self._first_exact(probe.key)
         if first is not None:
             return DupResult(duplicate=True, of=first, kind="exact", similarity=1.0), probe
         if near:
-            probe.sig = self.minhash(norm, normalised=True)
+            probe.sig = self._minhashes.get(norm) or self.minhash(norm, normalised=True)
+            probe.bands = self._band_keys(probe.sig.hashvalues)
             best, best_sim = None, 0.0
-            for k in self._lsh.query(probe.sig):
-                sim = probe.sig.jaccard(self._sigs[k])
+            values = probe.sig.hashvalues
+            for k in self._candidates(probe.bands):
+                sim = float(np.count_nonzero(values == self._sigs[k][1])) / float(self.num_perm)
                 if sim > best_sim or (sim == best_sim and best is not None and k < best):
                     best, best_sim = k, sim
             if best is not None and best_sim >= self.threshold:
-                return DupResult(duplicate=True, of=self._ids[best], kind="near", similarity=round(best_sim, 4)), probe
+                return DupResult(duplicate=True, of=self._sigs[best][0], kind="near", similarity=round(best_sim, 4)), probe
         return DupResult(duplicate=False), probe
 
     def add(self, item_id: str, probe: "Probe") -> None:
         """Register a probed text under `item_id` (the first registration of a text wins)."""
-        self._exact.setdefault(probe.key, item_id)
+        if probe.key not in self._exact and (self._bloom is None or self._first_exact(probe.key) is None):
+            self._exact[probe.key] = item_id
+            self._count += 1
+            if self._bloom is not None:
+                self._bloom.add(probe.key)
         if probe.sig is not None:
-            self._lsh.insert(len(self._ids), probe.sig, check_duplication=False)
-            self._ids.append(item_id)
-            self._sigs.append(probe.sig)
+            k = self._n
+            self._n += 1
+            for band in probe.bands or self._band_keys(probe.sig.hashvalues):
+                self._bands.setdefault(band, []).append(k)
+            self._sigs[k] = (item_id, probe.sig.hashvalues)
 
     def check(self, item_id: str, text: str, *, near: bool = True) -> DupResult:
         """Is `text` a duplicate of an earlier one? If not, it is registered under `item_id`."""
@@ -141,6 +259,19 @@ class Deduper:
             self.add(item_id, probe)
         return result
 
+    def drain(self) -> Drained:
+        """Hand what was registered since the last drain to the caller (for the backend) and forget it here."""
+        if self.backend is None:
+            raise RuntimeError("an in-memory Deduper keeps its index; drain() is for a Deduper with a backend")
+        out = Drained(
+            exact=list(self._exact.items()),
+            bands=[(band, k) for band, items in self._bands.items() for k in items],
+            signatures=[(k, item, values.astype("<u8").tobytes()) for k, (item, values) in self._sigs.items() if k >= self._drained_at],
+        )
+        self._exact, self._bands, self._sigs, self._fetched, self._minhashes = {}, {}, {}, {}, {}
+        self._drained_at = self._n
+        return out
+
 
 @dataclass
 class Probe:
@@ -148,6 +279,7 @@ class Probe:
 
     key: str
     sig: MinHash | None = None
+    bands: list[int] | None = None
 
 
 def _prompt_text(prompt: str | Sequence) -> str:
@@ -189,6 +321,10 @@ class DedupStage(Stage):
         index = env.shared.setdefault("dedup", (Deduper(threshold=self.options.dedup_threshold), Deduper(threshold=self.options.dedup_threshold)))
         self.pairs, self.answers = index
 
+    def prepare(self, batch: Sequence[PairContext]) -> None:
+        """Near checks look up the rewrites' MinHash bands: for a batch of pairs, in one query."""
+        self.answers.prefetch([c.rewrite for ctx in batch for c in ctx.candidates if c.rewrite is not None and not c.deduped])
+
     async def __call__(self, ctx: PairContext) -> bool:
         kept = [c for c in ctx.candidates if c.deduped]
         for c in sorted((c for c in ctx.candidates if not c.deduped), key=lambda c: KIND_ORDER[c.kind]):
@@ -212,4 +348,4 @@ class DedupStage(Stage):
         return True
 
 
-__all__ = ["KIND_ORDER", "DedupStage", "Deduper", "DupResult", "normalise", "shingle_hashes", "text_key"]
+__all__ = ["KIND_ORDER", "Bloom", "DedupBackend", "DedupStage", "Deduper", "Drained", "DupResult", "band_key", "normalise", "shingle_hashes", "text_key"]

@@ -33,9 +33,9 @@ unrelated prompt of the same group, under the pair's own prompt (kind causal, at
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterable, Mapping, Sequence
 
-from crome.builder.stages.base import Stage, StageEnv, pair_rng
+from crome.builder.stages.base import Stage, StageEnv, pair_rng, prefetch
 from crome.builder.stages.records import Candidate, PairContext
 from crome.builder.stages.relatedness import Relatedness
 from crome.schemas import SourcePair
@@ -66,12 +66,27 @@ def draw_groups(pool: Sequence[PairContext], seed: int, size: int) -> dict[str, 
 
 
 class Drawer:
-    """Irrelevant prompts for a pair: from its draw group, unrelated by content."""
+    """Irrelevant prompts for a pair: from its draw group, unrelated by content.
 
-    def __init__(self, pool: Sequence[PairContext], seed: int, group_size: int, max_similarity: float):
+    A build passes `groups` (source id -> a sequence of the group's pairs, read from the run store
+    as drawn, the same groups `draw_groups` makes) and `documents` (every prompt of the pool, streamed
+    once to fit the idf); otherwise both are made from `pool` in memory.
+    """
+
+    def __init__(self, pool: Sequence[PairContext], seed: int, group_size: int, max_similarity: float, *,
+                 groups: Mapping[str, Sequence[PairContext]] | None = None, documents: Iterable[str] | None = None):
         self.max_similarity = max_similarity
-        self.groups = draw_groups(pool, seed, group_size)
-        self.relatedness = Relatedness(conversation_document(c.pair) for c in pool)
+        self.groups = groups if groups is not None else draw_groups(pool, seed, group_size)
+        self.relatedness = Relatedness(documents if documents is not None else (conversation_document(c.pair) for c in pool))
+
+    def first_draws(self, draws: Iterable[tuple[PairContext, object]]) -> None:
+        """Have the groups load the first draw each (pair, rng) will make (the usual one: later draws are rare), at once."""
+        keys = []
+        for ctx, rng in draws:
+            group = self.groups.get(ctx.pair.source_id, [])
+            if len(group) >= 2:
+                keys.append((ctx.pair.source_id, rng.randrange(len(group))))  # type: ignore[attr-defined]
+        prefetch(self.groups, keys)
 
     def draw(self, ctx: PairContext, rng, exclude: frozenset[str] = frozenset()) -> tuple[PairContext | None, float]:
         """Another pair of ctx's group whose prompt is unrelated to ctx's (or None after MAX_DRAWS tries), and the similarity.
@@ -180,7 +195,10 @@ class _DrawStage(Stage):
     def drawer(self) -> Drawer:
         if self._drawer is None:
             o = self.options
-            self._drawer = self.env.shared.get("drawer") or Drawer(self.env.pool, o.seed, o.neutral_group_size, o.neutral_max_similarity)
+            shared = self.env.shared
+            documents = shared.get("documents")  # a build's: every prompt of the pool, streamed from the run store
+            self._drawer = shared.get("drawer") or Drawer(self.env.pool, o.seed, o.neutral_group_size, o.neutral_max_similarity,
+                                                          groups=shared.get("groups"), documents=documents() if documents else None)
             self.env.shared["drawer"] = self._drawer
         return self._drawer
 
@@ -189,6 +207,15 @@ class NeutralStage(_DrawStage):
     """IQN ties for every strict source pair (`neutral_ratio` per pair), from its kept pairs."""
 
     name = "neutral"
+
+    def prepare(self, batch: Sequence[PairContext]) -> None:
+        o = self.options
+        if o.neutral_ratio > 0:
+            self.drawer.first_draws(
+                (ctx, pair_rng(o.seed, ctx.pair.source_id, f"neutral-prompt-{i}"))
+                for ctx in batch if ctx.pair.preference == 1.0 and not ctx.pending
+                for i in range(neutral_count(o.neutral_ratio, o.seed, ctx.pair.source_id))
+            )
 
     async def __call__(self, ctx: PairContext) -> bool:
         o = self.options
@@ -201,6 +228,12 @@ class CrossPromptStage(_DrawStage):
     """With `--cross-prompt`: the RRM baseline's pairs."""
 
     name = "cross_prompt"
+
+    def prepare(self, batch: Sequence[PairContext]) -> None:
+        if self.options.cross_prompt:
+            seed = self.options.seed
+            self.drawer.first_draws((ctx, pair_rng(seed, ctx.pair.source_id, "cross_prompt"))
+                                    for ctx in batch if ctx.pair.preference == 1.0 and not ctx.pending)
 
     async def __call__(self, ctx: PairContext) -> bool:
         o = self.options

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import math
 import re
-from collections import Counter
+from collections import Counter, OrderedDict
 from typing import Iterable
 
+CACHE = 2048  # prompt vectors kept: a build's memory must not grow with its source
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?", re.UNICODE)
 
 # English function words plus the contractions' stems; no topic word is here.
@@ -88,7 +89,7 @@ class Relatedness:
             df.update(set(content_terms(text)))
         self._n = n
         self._df = df
-        self._cache: dict[str, dict[str, float]] = {}
+        self._cache: OrderedDict[str, dict[str, float]] = OrderedDict()  # the last CACHE prompts' vectors
 
     def idf(self, term: str) -> float:
         # Smoothed, as scikit-learn's default: a term in every document still weighs 1, an unseen one the most.
@@ -102,8 +103,9 @@ class Relatedness:
             raw = {t: (1.0 + math.log(c)) * self.idf(t) for t, c in tf.items()}
             norm = math.sqrt(sum(v * v for v in raw.values())) or 1.0
             vec = {t: v / norm for t, v in raw.items()}
-            if len(self._cache) < 100_000:  # a memo for the prompts drawn again and again, bounded
-                self._cache[text] = vec
+            self._cache[text] = vec
+            if len(self._cache) > CACHE:  # a memo for the prompts drawn again soon (a pair's own, its batch's)
+                self._cache.popitem(last=False)
         return vec
 
     def similarity(self, a: str, b: str) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from typing import Iterable
 
 from crome.builder.stages.base import PlannedCall, Stage, StageEnv, conversation_text, directions, failure_detail, wants_causal
@@ -12,6 +13,7 @@ from crome.schemas.calls import OracleRequest, OracleResponse
 from crome.schemas.hashing import stable_hash
 
 OUTPUT_GUESS = 250  # tokens of a rubric list
+MEMO = 4096  # prompts whose rubric call a build remembers (memory stays flat however long the source)
 
 
 class RubricsStage(Stage):
@@ -22,7 +24,9 @@ class RubricsStage(Stage):
 
     def __init__(self, env: StageEnv) -> None:
         super().__init__(env)
-        self._memo: dict[str, asyncio.Future[OracleResponse]] = {}
+        # The last MEMO prompts' futures (in order of first use): pairs sharing a prompt are usually neighbours
+        # (RM-Bench's nine); one further away asks `generate` again, which answers from the store.
+        self._memo: OrderedDict[str, asyncio.Future[OracleResponse]] = OrderedDict()
 
     def _request(self, pair: SourcePair) -> OracleRequest:
         conversation = conversation_text(pair.prompt)
@@ -35,6 +39,8 @@ class RubricsStage(Stage):
         fut = self._memo.get(key)
         if fut is None:
             fut = self._memo[key] = asyncio.ensure_future(self.env.generate(self._request(ctx.pair)))
+            if len(self._memo) > MEMO:
+                self._memo.popitem(last=False)  # an evicted call still in flight goes on; its waiters hold it
         resp = await asyncio.shield(fut)
         if not resp.ok:
             ctx.reject_pair("rubrics", f"oracle_{resp.status}", failure_detail(resp))

@@ -280,3 +280,38 @@ def apply_migrations(con: duckdb.DuckDBPyConnection, migrations: Sequence[Migrat
             raise
         done.append(fn.__name__)
     return done
+
+
+@migration
+def m005_streaming_build(con: duckdb.DuckDBPyConnection) -> None:
+    """A build streams: the whole source (the pool draws come from), its rows, rejections, outcomes and dedup index live here.
+
+    `source_pairs` holds every pair of the source (`mine`: in this run's shard) with its IQN draw
+    group; the `build_*` tables are what the running build has finished so far (re-derived by every
+    build, exported from); `dedup_*` are the dedup index (exact keys, MinHash band keys, signatures).
+    """
+    for column, kind in (("mine", "BOOLEAN DEFAULT TRUE"), ("iqn_rank", "VARCHAR"), ("grp", "INTEGER"), ("pos", "INTEGER"),
+                         ("gsize", "INTEGER"), ("draw_grp", "INTEGER")):
+        con.execute(f"ALTER TABLE source_pairs ADD COLUMN {column} {kind}")
+    con.execute(
+        """CREATE TABLE build_rows (seq BIGINT NOT NULL, id VARCHAR NOT NULL, source_id VARCHAR NOT NULL, kind_ord INTEGER NOT NULL,
+           kind VARCHAR NOT NULL, augmentation VARCHAR NOT NULL, attribute VARCHAR, data VARCHAR NOT NULL)"""
+    )
+    con.execute(
+        """CREATE TABLE build_rejections (seq BIGINT NOT NULL, source_id VARCHAR NOT NULL, stage VARCHAR NOT NULL,
+           reason VARCHAR NOT NULL, detail VARCHAR NOT NULL, candidate_id VARCHAR, duplicate_of VARCHAR, augmentation VARCHAR,
+           attribute VARCHAR, candidate JSON)"""
+    )
+    con.execute("CREATE TABLE build_pairs (ord BIGINT NOT NULL, source_id VARCHAR NOT NULL, outcome VARCHAR NOT NULL)")
+    con.execute("CREATE TABLE dedup_exact (idx VARCHAR NOT NULL, k64 BIGINT NOT NULL, key VARCHAR NOT NULL, item VARCHAR NOT NULL)")
+    con.execute("CREATE TABLE dedup_bands (idx VARCHAR NOT NULL, band BIGINT NOT NULL, item BIGINT NOT NULL)")
+    con.execute("CREATE TABLE dedup_sigs (idx VARCHAR NOT NULL, item BIGINT NOT NULL, id VARCHAR NOT NULL, sig BLOB NOT NULL)")
+    # `rows` without its primary key: an index over a million row ids lives in memory; the build checks
+    # that ids are unique with one query over the finished rows instead.
+    con.execute("ALTER TABLE rows RENAME TO rows_old")
+    con.execute(
+        """CREATE TABLE rows (ord BIGINT NOT NULL, id VARCHAR NOT NULL, source_id VARCHAR NOT NULL, kind VARCHAR NOT NULL,
+           augmentation VARCHAR NOT NULL, attribute VARCHAR, data JSON NOT NULL)"""
+    )
+    con.execute("INSERT INTO rows SELECT * FROM rows_old")
+    con.execute("DROP TABLE rows_old")

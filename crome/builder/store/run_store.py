@@ -219,6 +219,15 @@ class RunStore:
         finally:
             cur.close()
 
+    def _insert(self, con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> None:
+        """Append an Arrow batch to table `name` (inside a transaction body)."""
+        _insert_arrow(con, f"INSERT INTO {name} BY NAME SELECT * FROM {{batch}}", table)
+
+    def limit_memory(self, megabytes: int) -> None:
+        """Cap DuckDB's own memory (sorts and joins spill to RUN_DIR/crome.duckdb.tmp beyond it); a build sets it."""
+        with self._mutex:
+            self._con.execute(f"SET memory_limit = '{int(megabytes)}MB'")
+
     # -- sources --
 
     def _replace_table(self, name: str, records: list[dict[str, Any]], schema: pa.Schema) -> int:
@@ -345,6 +354,12 @@ class RunStore:
     def iter_calls(self) -> Iterator[CallRecord]:
         """Every stored call, by key (merging shards copies a run's cache this way)."""
         for row in self._stream(f"SELECT {CALL_SELECT} FROM oracle_calls ORDER BY key"):
+            yield call_from_row(row)
+
+    def iter_failed_calls(self) -> Iterator[CallRecord]:
+        """The stored calls a re-run sends again (failures), by key."""
+        final = ", ".join(f"'{s}'" for s in sorted(FINAL_STATUSES))
+        for row in self._stream(f"SELECT {CALL_SELECT} FROM oracle_calls WHERE status NOT IN ({final}) ORDER BY key"):
             yield call_from_row(row)
 
     def call_stats(self, since: datetime | None = None) -> dict[str, Any]:

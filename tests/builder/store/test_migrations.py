@@ -7,7 +7,7 @@ import pytest
 
 from crome.builder.store import MIGRATIONS, STORE_FILE, RunStore, RunStoreError
 
-NAMES = ["m001_initial", "m002_sources_in_order", "m003_calls_record_every_request_sent", "m004_keys_hold_only_what_the_oracle_reads"]
+NAMES = ["m001_initial", "m002_sources_in_order", "m003_calls_record_every_request_sent", "m004_keys_hold_only_what_the_oracle_reads", "m005_streaming_build"]
 
 
 def test_migrations_apply_once_and_are_idempotent_on_reopen(tmp_path):

@@ -1,0 +1,78 @@
+"""`crome build --executor ray --shards N` on a local Ray (`ray.init(num_cpus=2)`): the unsharded dataset, with a killed task retried.
+
+Kept small for CI: one Ray start (the expensive part), 2 shards of 80 UltraFeedback pairs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from crome.builder.run.config import BuildConfig
+from crome.builder.run.executor import shard_dir
+from crome.builder.run.pipeline import build
+from crome.builder.run.progress import read_progress
+from paths import SHARED_DATA
+
+UF = SHARED_DATA / "ultrafeedback-binarized-sample" / "train_clean.jsonl"
+PAIRS = 80
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not UF.exists(), reason="../shared/data not present")]
+ray = pytest.importorskip("ray")
+
+
+def outputs(run: Path) -> dict[str, bytes]:
+    files = sorted((run / "data").glob("*.parquet")) + [run / "rejections.parquet"]
+    return {p.name: p.read_bytes() for p in files}
+
+
+def crome_ray(out: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "crome", "build", str(UF), "--out", str(out), "--limit", str(PAIRS), "--cross-prompt",
+           "--executor", "ray", "--shards", "2"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_ADDRESS": "", "RAY_USAGE_STATS_ENABLED": "0"}
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def kill_a_shard_worker(p: subprocess.Popen, out: Path, timeout: float = 600) -> int:
+    """SIGKILL the Ray worker building shard 1 once it has finished a few pairs (its pid is in its progress file)."""
+    deadline = time.monotonic() + timeout
+    progress_dir = shard_dir(out.resolve(), 1, 2)
+    while time.monotonic() < deadline:
+        state = read_progress(progress_dir)
+        if state and state.get("stage") == "oracle stages" and state.get("pairs_done", 0) >= 5 and state["pid"] != p.pid:
+            os.kill(state["pid"], signal.SIGKILL)
+            return state["pid"]
+        assert p.poll() is None, p.stderr.read()
+        time.sleep(0.05)
+    raise AssertionError("shard 1 never got going")
+
+
+def test_ray_shards_with_a_killed_task_equal_the_unsharded_build_and_resume(tmp_path):
+    whole = tmp_path / "whole"
+    build(BuildConfig(source=str(UF), out=str(whole), limit=PAIRS, cross_prompt=True))
+
+    run = tmp_path / "ray"
+    p = crome_ray(run)
+    killed = kill_a_shard_worker(p, run)
+    _, stderr = p.communicate(timeout=900)
+    assert p.returncode == 0, stderr
+    assert outputs(run) == outputs(whole)  # byte for byte: the merge of the shards is the unsharded build
+    # Ray ran shard 1 again in another worker; the retry resumed from the shard's store.
+    shard1 = shard_dir(run.resolve(), 1, 2)
+    assert read_progress(shard1)["pid"] != killed
+    assert json.loads((shard1 / "summary.json").read_text())["oracle_calls"]["cached"] > 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "complete" and summary["shards"]["count"] == 2
+    assert "2 shards on Ray (0 already complete)" in stderr
+
+    # Run again: both shards are complete, so nothing goes to Ray; only the merge runs, to the same files.
+    again = crome_ray(run)
+    _, stderr = again.communicate(timeout=600)
+    assert again.returncode == 0, stderr
+    assert "(2 already complete)" in stderr and outputs(run) == outputs(whole)
