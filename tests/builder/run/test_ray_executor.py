@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -32,25 +30,43 @@ def outputs(run: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in files}
 
 
-def crome_ray(out: Path) -> subprocess.Popen:
+# Imported at start-up by every Python process of the test's build (the CLI and the Ray workers, which
+# inherit PYTHONPATH): the worker building shard 1 SIGKILLs itself once it has finished a few pairs, the
+# first time only (the marker file says where and who). In-process, so it lands at the same point of the
+# work on a fast or a loaded machine; polling the progress file from outside raced a fast build.
+SITECUSTOMIZE = """
+import os, signal
+from pathlib import Path
+
+target = os.environ.get("CROME_TEST_KILL_SHARD_DIR")
+if target:
+    from crome.builder.run import progress
+
+    real_update = progress.ProgressFile.update
+
+    def update(self, *, force=False, **fields):
+        real_update(self, force=force, **fields)
+        marker = Path(os.environ["CROME_TEST_KILL_MARKER"])
+        if (self.path.parent.resolve() == Path(target) and self.state.get("stage") == "oracle stages"
+                and self.state.get("pairs_done", 0) >= 5 and not marker.exists()):
+            marker.write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    progress.ProgressFile.update = update
+"""
+
+
+def crome_ray(out: Path, kill_marker: Path | None = None) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "crome", "build", str(UF), "--out", str(out), "--limit", str(PAIRS), "--cross-prompt",
            "--executor", "ray", "--shards", "2"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_ADDRESS": "", "RAY_USAGE_STATS_ENABLED": "0"}
+    if kill_marker is not None:
+        site = kill_marker.parent / "site"
+        site.mkdir(exist_ok=True)
+        (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+        env.update(PYTHONPATH=os.pathsep.join([str(site), *filter(None, [os.environ.get("PYTHONPATH")])]),
+                   CROME_TEST_KILL_SHARD_DIR=str(shard_dir(out.resolve(), 1, 2)), CROME_TEST_KILL_MARKER=str(kill_marker))
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-
-
-def kill_a_shard_worker(p: subprocess.Popen, out: Path, timeout: float = 600) -> int:
-    """SIGKILL the Ray worker building shard 1 once it has finished a few pairs (its pid is in its progress file)."""
-    deadline = time.monotonic() + timeout
-    progress_dir = shard_dir(out.resolve(), 1, 2)
-    while time.monotonic() < deadline:
-        state = read_progress(progress_dir)
-        if state and state.get("stage") == "oracle stages" and state.get("pairs_done", 0) >= 5 and state["pid"] != p.pid:
-            os.kill(state["pid"], signal.SIGKILL)
-            return state["pid"]
-        assert p.poll() is None, p.stderr.read()
-        time.sleep(0.05)
-    raise AssertionError("shard 1 never got going")
 
 
 def test_ray_shards_with_a_killed_task_equal_the_unsharded_build_and_resume(tmp_path):
@@ -58,10 +74,11 @@ def test_ray_shards_with_a_killed_task_equal_the_unsharded_build_and_resume(tmp_
     build(BuildConfig(source=str(UF), out=str(whole), limit=PAIRS, cross_prompt=True))
 
     run = tmp_path / "ray"
-    p = crome_ray(run)
-    killed = kill_a_shard_worker(p, run)
+    marker = tmp_path / "killed.pid"
+    p = crome_ray(run, kill_marker=marker)
     _, stderr = p.communicate(timeout=900)
     assert p.returncode == 0, stderr
+    killed = int(marker.read_text())  # the worker of shard 1 was SIGKILLed mid-build
     assert outputs(run) == outputs(whole)  # byte for byte: the merge of the shards is the unsharded build
     # Ray ran shard 1 again in another worker; the retry resumed from the shard's store.
     shard1 = shard_dir(run.resolve(), 1, 2)
