@@ -111,6 +111,11 @@ def _best_of_n(model: str, data: list[Path], spec: str, draws: int, seed: int, l
     ]  # fmt: skip
     _print_table(f"Best-of-N {model} ({report['arch']}: {bon['selection']})", rows,
                  ("N", "prompts", "draws", "pick gold", "best gold", "random gold", "hit rate", "pick styles"))  # fmt: skip
+    _write_report(report, out)
+
+
+def _write_report(report: dict, out: Optional[Path]) -> None:
+    """The report as JSON: to `out` (its folder created) or to stdout."""
     text = json.dumps(report, indent=2, sort_keys=True) + "\n"
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -238,12 +243,7 @@ def register(app: typer.Typer) -> None:
             _print_pairpm(report["pairpm"])
         if "robustness" in report:
             _print_robustness(report["robustness"])
-        text = json.dumps(report, indent=2, sort_keys=True) + "\n"
-        if out:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(text)
-        else:
-            typer.echo(text, nl=False)
+        _write_report(report, out)
 
     @app.command("filter")
     def filter_cmd(

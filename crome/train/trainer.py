@@ -140,6 +140,38 @@ def _versions() -> dict[str, str]:
     return {"crome": __version__, "transformers": transformers.__version__, "torch": torch.__version__, "datasets": datasets.__version__}
 
 
+def tokenize_splits(config: CromeConfig, data: Any, tokenize: Any, max_length: int | None, *, sides: str) -> tuple[Any, Any, dict]:
+    """Tokenise the train and eval splits (`tokenize(dataset, desc)`), report and log their truncated pairs.
+
+    `sides` names the two truncation counts in the log line, e.g. "prompt side, %d answer too".
+    """
+    with config.main_process_first(desc="tokenising pairs"):
+        train_ds = tokenize(data.train, "train")
+        eval_ds = tokenize(data.eval, "eval") if data.eval is not None and len(data.eval) else None
+    truncation = {"train": truncation_report(train_ds, max_length)}
+    if eval_ds is not None:
+        truncation["eval"] = truncation_report(eval_ds, max_length)
+    for split, rep in truncation.items():
+        if rep["truncated_pairs"]:
+            log.warning(f"%s: %d of %d pairs truncated to %s tokens (%d {sides})",
+                        split, rep["truncated_pairs"], rep["pairs"], rep["max_length"], rep["prompt_truncated"], rep["answer_truncated"])
+    return train_ds, eval_ds, truncation
+
+
+def save_trained(trainer: Any, config: CromeConfig, tokenizer: Any) -> Path:
+    """Save the trained model and tokenizer to `output_dir`; a LoRA model merged into a plain one."""
+    out = Path(config.output_dir)
+    if config.lora:
+        # Save a plain model so `crome eval` / `crome filter` / other tools load it without peft.
+        merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+        if trainer.is_world_process_zero():
+            merged.save_pretrained(out)
+            tokenizer.save_pretrained(out)
+    else:
+        trainer.save_model(str(out))
+    return out
+
+
 def train(config: CromeConfig) -> Path:
     """Train a reward model on `config.dataset` and save it, its tokenizer and `crome_train.json` to `output_dir`."""
     from transformers import AutoTokenizer, set_seed
@@ -156,20 +188,8 @@ def train(config: CromeConfig) -> Path:
     prepare_tokenizer(tokenizer, model)
     encoder = PairEncoder(tokenizer, config.max_length, model=model)
 
-    with config.main_process_first(desc="tokenising pairs"):
-        train_ds = tokenize_pairs(data.train, encoder, num_proc=config.dataset_num_proc, desc="train")
-        eval_ds = None
-        if data.eval is not None and len(data.eval):
-            eval_ds = tokenize_pairs(data.eval, encoder, num_proc=config.dataset_num_proc, desc="eval")
-    truncation = {"train": truncation_report(train_ds, encoder.max_length)}
-    if eval_ds is not None:
-        truncation["eval"] = truncation_report(eval_ds, encoder.max_length)
-    for split, rep in truncation.items():
-        if rep["truncated_pairs"]:
-            log.warning(
-                "%s: %d of %d pairs truncated to %s tokens (%d prompt side, %d answer too)",
-                split, rep["truncated_pairs"], rep["pairs"], rep["max_length"], rep["prompt_truncated"], rep["answer_truncated"],
-            )
+    train_ds, eval_ds, truncation = tokenize_splits(config, data, lambda ds, desc: tokenize_pairs(
+        ds, encoder, num_proc=config.dataset_num_proc, desc=desc), encoder.max_length, sides="prompt side, %d answer too")
 
     if config.lora:
         model = _wrap_lora(model, config)
@@ -187,15 +207,7 @@ def train(config: CromeConfig) -> Path:
     result = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
     eval_metrics = trainer.evaluate() if eval_ds is not None else {}
 
-    out = Path(config.output_dir)
-    if config.lora:
-        # Save a plain model so `crome eval` / `crome filter` / other tools load it without peft.
-        merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
-        if trainer.is_world_process_zero():
-            merged.save_pretrained(out)
-            tokenizer.save_pretrained(out)
-    else:
-        trainer.save_model(str(out))
+    out = save_trained(trainer, config, tokenizer)
     if trainer.is_world_process_zero():
         record = {
             "crome_version": __version__,

@@ -19,12 +19,12 @@ import torch.nn.functional as F
 
 from crome import __version__
 from crome.train.config import CromeConfig
-from crome.train.data import KINDS, load_preference_data, prepare_tokenizer, truncation_report
+from crome.train.data import KINDS, load_preference_data, prepare_tokenizer
 from crome.train.pairpm.encode import PairPMCollator, PairPMEncoder, tokenize_pairpm
 from crome.train.pairpm.loss import pairpm_loss, pairpm_losses
 from crome.train.pairpm.model import answer_token_ids, detect_head, load_pairpm_model, pairwise_logits, write_marker
 from crome.train.pairpm.template import get_template
-from crome.train.trainer import CONFIG_FILE, CromeRewardTrainer, _disable_dropout, _versions
+from crome.train.trainer import CONFIG_FILE, CromeRewardTrainer, _disable_dropout, _versions, save_trained, tokenize_splits
 
 log = logging.getLogger(__name__)
 
@@ -100,20 +100,9 @@ def train(config: CromeConfig) -> Path:
     answer_ids = answer_token_ids(tokenizer, template) if template is not None else None
     encoder = PairPMEncoder(tokenizer, head, template, config.max_length, model=model)
 
-    with config.main_process_first(desc="tokenising pairs"):
-        train_ds = tokenize_pairpm(data.train, encoder, num_proc=config.dataset_num_proc, desc="train")
-        eval_ds = None
-        if data.eval is not None and len(data.eval):
-            eval_ds = tokenize_pairpm(data.eval, encoder, num_proc=config.dataset_num_proc, desc="eval")
-    truncation = {"train": truncation_report(train_ds, encoder.max_length)}
-    if eval_ds is not None:
-        truncation["eval"] = truncation_report(eval_ds, encoder.max_length)
-    for split, rep in truncation.items():
-        if rep["truncated_pairs"]:
-            log.warning(
-                "%s: %d of %d pairs truncated to %s tokens (%d conversation side, %d answers too; answers get equal shares)",
-                split, rep["truncated_pairs"], rep["pairs"], rep["max_length"], rep["prompt_truncated"], rep["answer_truncated"],
-            )
+    train_ds, eval_ds, truncation = tokenize_splits(
+        config, data, lambda ds, desc: tokenize_pairpm(ds, encoder, num_proc=config.dataset_num_proc, desc=desc), encoder.max_length,
+        sides="conversation side, %d answers too; answers get equal shares")
 
     if config.lora:
         model = _wrap_lora(model, config, head)
@@ -127,14 +116,7 @@ def train(config: CromeConfig) -> Path:
     result = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
     eval_metrics = trainer.evaluate() if eval_ds is not None else {}
 
-    out = Path(config.output_dir)
-    if config.lora:
-        merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
-        if trainer.is_world_process_zero():
-            merged.save_pretrained(out)
-            tokenizer.save_pretrained(out)
-    else:
-        trainer.save_model(str(out))
+    out = save_trained(trainer, config, tokenizer)
     if trainer.is_world_process_zero():
         write_marker(out, head, template, answer_ids, encoder.max_length)
         record = {
