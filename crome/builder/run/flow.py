@@ -12,7 +12,8 @@ dedup index entries they added, and leave memory.
 What memory holds at any time: the pairs started but not yet written, at most `buffer` (a slow
 pair at the head makes the others wait for it before more are read), and the caches the store
 views keep (bounded). A kill at any moment loses nothing that a re-run does not rebuild: every
-oracle call is in the store, and the `build_*` tables are cleared and re-derived by each build.
+oracle call of a written pair is in the store (a free oracle's answers wait in a buffer of up to a
+second; see `generate.WRITE_BATCH`), and the `build_*` tables are cleared and re-derived by each build.
 """
 
 from __future__ import annotations
@@ -158,6 +159,7 @@ class Flow:
             outcomes.append({"ord": self.written + len(outcomes), "source_id": ctx.pair.source_id, "outcome": outcome})
             rejections.extend(ctx.rejections)
             b.groups.forget(ctx.pair.source_id)
+        b.generate.flush()  # the calls of every pair written are committed first (a free oracle's wait in a buffer)
         pairs_index, answers_index = b.stages[[s.name for s in b.stages].index("dedup")].env.shared["dedup"]
         index = StoreDedup.entries("pairs", pairs_index.drain()) + StoreDedup.entries("answers", answers_index.drain())
         b.tables.append(rows, rejections, self.rejections, outcomes, index)

@@ -127,6 +127,18 @@ def _settle(waiting: asyncio.Future, exc: BaseException) -> None:
     waiting.exception()  # retrieved: nobody may be waiting, and the caller has it anyway
 
 
+# When answers are committed to the run store. A priced oracle's answer is committed in the event
+# loop turn it arrives in (with the others of that turn), so a crash loses no call that came back:
+# a re-run never pays for it again. An unpriced oracle's answers (rules; a local server whose
+# calls cost nothing) wait for up to WRITE_BATCH of them or WRITE_DELAY_S seconds: a DuckDB
+# transaction costs ~17 ms however little it holds, and committing the few dozen answers of each
+# turn was most of a rules build's time. A crash then costs at most that second's free calls,
+# which the re-run makes again; the build's files are the same either way. The flow commits the
+# buffer before it writes a batch of finished pairs, so every written pair's calls are stored.
+WRITE_BATCH = 2048
+WRITE_DELAY_S = 1.0
+
+
 class CachedGenerate:
     """Callable `await generate(request) -> OracleResponse` carrying cache, single flight, accounting, budget and stop rules."""
 
@@ -149,6 +161,7 @@ class CachedGenerate:
         self._writes: list[CallRecord] = []
         self._lookup_scheduled = False
         self._write_scheduled = False
+        self._write_timer: asyncio.TimerHandle | None = None
         self._flights: dict[str, asyncio.Future] = {}  # key -> the answer of the one call in flight for it
         self._inflight_cost = 0.0
         self.sending = 0  # calls inside the oracle now (sent, or waiting for a slot)
@@ -231,6 +244,9 @@ class CachedGenerate:
 
     def _flush_writes(self) -> None:
         self._write_scheduled = False
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
         calls, self._writes = self._writes, []
         if not calls:
             return
@@ -254,10 +270,20 @@ class CachedGenerate:
                 self._fail(StoreWriteError(error, self.unsaved))
 
     def _record(self, rec: CallRecord) -> None:
+        """Buffer a call record for the store: paid answers are committed in this loop turn, free ones in batches (see WRITE_BATCH)."""
         self._writes.append(rec)
+        urgent = self.oracle.capabilities.priced or len(self._writes) >= WRITE_BATCH
+        if urgent and self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+            self._write_scheduled = False
         if not self._write_scheduled:
             self._write_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush_writes)
+            loop = asyncio.get_running_loop()
+            if urgent:
+                loop.call_soon(self._flush_writes)
+            else:
+                self._write_timer = loop.call_later(WRITE_DELAY_S, self._flush_writes)
 
     def flush(self) -> None:
         """Commit whatever is buffered (called at the end of a run and when it stops)."""

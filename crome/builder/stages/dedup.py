@@ -29,7 +29,7 @@ from pydantic import BaseModel
 
 from crome.builder.stages.base import Stage, StageEnv
 from crome.builder.stages.records import PairContext
-from crome.schemas.hashing import stable_hash
+from crome.schemas.hashing import Bloom, stable_hash
 
 # CJK characters are words of their own (no spaces between words in those scripts).
 _WORD_RE = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]|[^\W_]+")
@@ -94,29 +94,6 @@ class Drained:
     exact: list[tuple[str, str]]  # (key, item id)
     bands: list[tuple[int, int]]  # (band key, item number)
     signatures: list[tuple[int, str, bytes]]  # (item number, item id, MinHash values as little-endian uint64)
-
-
-class Bloom:
-    """A Bloom filter over exact keys (sha256 hex): "certainly not registered" without asking the backend.
-
-    10 bits per expected key and 7 probes (about 1% false positives at capacity); a positive is
-    confirmed by the backend, so the filter changes no decision, only how often the store is asked.
-    """
-
-    def __init__(self, capacity: int) -> None:
-        self.bits = max(1 << 16, 10 * capacity)
-        self._array = np.zeros((self.bits + 7) // 8, dtype=np.uint8)
-
-    def _positions(self, key: str) -> list[int]:
-        digest = key.rsplit(":", 1)[-1]
-        return [int(digest[8 * i : 8 * i + 8], 16) % self.bits for i in range(7)]
-
-    def add(self, key: str) -> None:
-        for p in self._positions(key):
-            self._array[p >> 3] |= 1 << (p & 7)
-
-    def __contains__(self, key: str) -> bool:
-        return all(self._array[p >> 3] & (1 << (p & 7)) for p in self._positions(key))
 
 
 def band_key(band: int, values: np.ndarray) -> int:

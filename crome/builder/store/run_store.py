@@ -40,6 +40,7 @@ from crome.builder.store.columns import to_json, utc_now
 from crome.builder.store.errors import RunStoreError
 from crome.builder.store.lock import acquire_lock, open_error, release_lock
 from crome.builder.store.migrations import MIGRATIONS, Migration, apply_migrations, applied_migrations, check_current
+from crome.schemas.hashing import Bloom
 from crome.schemas.rows import DatasetRow, Rejection
 from crome.schemas.source import Quarantined, SourcePair
 
@@ -58,7 +59,8 @@ def _insert_arrow(con: duckdb.DuckDBPyConnection, sql: str, table: pa.Table) -> 
         con.unregister(name)
 
 
-def _upsert_calls(con: duckdb.DuckDBPyConnection, records: list[CallRecord], now: datetime, add_sent: bool = True) -> None:
+def _upsert_calls(con: duckdb.DuckDBPyConnection, records: list[CallRecord], now: datetime, add_sent: bool = True,
+                  maybe: set[str] | None = None) -> None:
     """Replace the calls of these keys (last record of a key wins), keeping each key's first `created_at` and its requests sent.
 
     A record that replaces another (a failed call made again) adds its `sent` to the old one's:
@@ -72,8 +74,10 @@ def _upsert_calls(con: duckdb.DuckDBPyConnection, records: list[CallRecord], now
         for r in records:
             held = by_key.get(r.key)
             by_key[r.key] = r if held is None else replace(r, sent=[*held.sent, *r.sent])
-    keys = list(by_key)
-    if len(keys) == 1:
+    keys = list(by_key) if maybe is None else [k for k in by_key if k in maybe]  # `maybe`: the others are certainly new
+    if not keys:
+        found = []
+    elif len(keys) == 1:
         found = con.execute("SELECT key, created_at, batch_job_id, sent FROM oracle_calls WHERE key = ?", keys).fetchall()
     else:
         found = con.execute(
@@ -109,6 +113,8 @@ class RunStore:
         # but a thread pool (batch polling, audit) must not interleave statements.
         self._mutex = threading.RLock()
         self._closed = False
+        self._call_keys: Bloom | None = None  # the keys in oracle_calls, for a writer (see `_maybe_stored`)
+        self._call_keys_n = 0
 
     @property
     def path(self) -> Path:
@@ -273,7 +279,48 @@ class RunStore:
         if not records:
             return
         now = utc_now()
-        self._transaction(lambda con: _upsert_calls(con, records, now, add_sent))
+        maybe = set(self._maybe_stored(r.key for r in records))
+        self._transaction(lambda con: _upsert_calls(con, records, now, add_sent, maybe))
+        self._note_stored(r.key for r in records if r.key not in maybe)
+
+    # A writer keeps a Bloom filter of the call keys it holds, so that the lookups and upserts of
+    # calls never made (all of them in a fresh build) skip DuckDB: at tens of calls per batch, a
+    # query costs milliseconds whatever it finds. Only this process writes (the run lock); a
+    # read-only store has no filter. Sized at twice the keys held (at least 2**20, 1.25 MB) and
+    # rebuilt from the table when it fills, so it stays under ~1% false positives.
+    def _maybe_stored(self, keys: Iterable[str]) -> list[str]:
+        """`keys` less those certainly not in oracle_calls."""
+        if self.read_only:
+            return list(keys)
+        with self._mutex:
+            if self._call_keys is None:
+                (n,) = self._query("SELECT count(*) FROM oracle_calls")[0]
+                bloom = Bloom(max(1 << 20, 2 * n))
+                chunk: list[str] = []
+                for (key,) in self._stream("SELECT key FROM oracle_calls"):
+                    chunk.append(key)
+                    if len(chunk) >= 65536:
+                        bloom.add_many(chunk)
+                        chunk = []
+                bloom.add_many(chunk)
+                self._call_keys, self._call_keys_n = bloom, n
+            bloom = self._call_keys
+        return [k for k in keys if k in bloom]
+
+    def _note_stored(self, new_keys: Iterable[str]) -> None:
+        with self._mutex:
+            if self._call_keys is None:
+                return
+            keys = list(new_keys)
+            self._call_keys.add_many(keys)
+            self._call_keys_n += len(keys)
+            if self._call_keys_n > self._call_keys.capacity:
+                self._call_keys = None  # full: rebuilt, twice as large, on the next use
+
+    def calls_imported(self) -> None:
+        """Calls were added in SQL (a merge's import): the key filter is rebuilt on its next use."""
+        with self._mutex:
+            self._call_keys = None
 
     def spend_totals(self) -> list[dict[str, Any]]:
         """Per (provider, model, batch or online): what was billed (every request sent) and what the kept answers cost.
@@ -314,7 +361,7 @@ class RunStore:
 
         `sent=False` leaves out what each was billed (`sent` comes back empty): a cache lookup needs only the answer.
         """
-        keys = list(dict.fromkeys(keys))
+        keys = self._maybe_stored(dict.fromkeys(keys))
         if not keys:
             return {}
         rows = self._query(

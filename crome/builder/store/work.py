@@ -278,6 +278,7 @@ def import_calls(store: "RunStore", shard: Path) -> None:
 
             store._transaction(body)
     finally:
+        store.calls_imported()
         store._query("DETACH _shard")
 
 

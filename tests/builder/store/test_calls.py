@@ -152,3 +152,47 @@ def test_batched_and_one_by_one_recording_store_the_same(tmp_path):
         return {k: v for k, v in rec.__dict__.items() if k not in ("key", "created_at", "updated_at")}
 
     assert [stored(r) for r in by_batch.values()] == [stored(r) for r in one_by_one.values()] == [stored(r) for r in single]
+
+
+# --- the writer's key filter: never hides a stored call, spares DuckDB the calls never made ----------
+
+
+def test_key_filter_finds_every_stored_call_and_skips_the_store_for_new_ones(tmp_path, monkeypatch):
+    from crome.builder.store.work import import_calls
+    from crome.schemas.hashing import Bloom, stable_hash
+
+    req = request()
+    resp = OracleResponse(status="ok", parsed=Counterfactual(rewrite="r", change="c"))
+    keys = [stable_hash(i) for i in range(300)]
+    with RunStore.open(tmp_path / "a") as a:  # a shard's store, imported below in SQL (as a merge does)
+        a.record_calls([CallRecord.from_response(k, req, resp, "rules", "rules") for k in keys[200:]])
+    with RunStore.open(tmp_path / "b") as store:
+        store.record_calls([CallRecord.from_response(k, req, resp, "rules", "rules") for k in [*keys[:100], "k-not-a-hash"]])
+        queries = []
+        real = store._query
+        monkeypatch.setattr(store, "_query", lambda sql, params=None: queries.append(sql) or real(sql, params))
+        assert store.get_calls(keys[100:200]) == {}
+        assert queries == []  # calls never made: answered by the filter, not by DuckDB
+        assert set(store.get_calls([*keys[:150], "k-not-a-hash"])) == {*keys[:100], "k-not-a-hash"}
+        import_calls(store, tmp_path / "a" / "crome.duckdb")
+        assert set(store.get_calls(keys)) == {*keys[:100], *keys[200:]}  # the import's keys, seen after it
+        # Past its capacity the filter is rebuilt from the table, larger: still no stored key hidden.
+        store._call_keys, store._call_keys_n = Bloom(1), 10**9
+        store.record_calls([CallRecord.from_response(k, req, resp, "rules", "rules") for k in keys[100:110]])
+        assert store._call_keys is None
+        assert set(store.get_calls(keys)) == {*keys[:110], *keys[200:]}
+        assert store._call_keys is not None and store._call_keys.capacity >= 1 << 20
+
+
+def test_bloom_bulk_add_sets_the_same_bits_and_has_no_false_negatives():
+    from crome.schemas.hashing import Bloom, stable_hash
+
+    keys = [stable_hash(i) for i in range(5000)] + ["k1", "plain text key", "x:y"]
+    one, bulk = Bloom(5000), Bloom(5000)
+    for k in keys:
+        one.add(k)
+    bulk.add_many(keys)
+    assert (one._array == bulk._array).all()
+    assert all(k in bulk for k in keys)
+    others = [stable_hash(-i) for i in range(1, 5001)]
+    assert sum(k in bulk for k in others) < 150  # ~1% at capacity
