@@ -1,6 +1,7 @@
 """PairPM vs Bradley-Terry on all-MiniLM-L6-v2: training cost, and accuracy on the same data and budget.
 
     python benchmarks/bench_pairpm.py [--seeds 0,1] [--steps 10] [--grid-steps 20] [--out benchmarks/results]
+    python benchmarks/bench_pairpm.py --repeats 0 --grid-steps 50 --keep-fraction 1 --tie-fraction 0.45 --name pairpm_grid.json
 
 1. Cost: each kind trains alone in a subprocess on the same UltraFeedback pairs (batch 8, length-grouped
    batches, fp32, CPU), 2 warm-up steps then --steps timed steps (a step: data, forward, backward,
@@ -13,7 +14,9 @@
    the same steps, batch, data and seeds. Crome's filter uses the vanilla model of the same kind and
    seed as its baseline (so a PairPM baseline for the PairPM grid). Columns: held-out accuracy without
    the cue, with the cue on the rejected answer only (the shortcut test), LLMBar natural/adversarial,
-   RM-Bench average/hard (seeded subsets, the same pairs for every model).
+   RM-Bench average/hard (seeded subsets, the same pairs for every model). The filter's thresholds are
+   margins of 0.5 by default (the main grid's); `--keep-fraction` / `--tie-fraction` give shares instead,
+   which do not depend on the baseline's scale (a short-budget PairPM's margins are ~0.01).
 
 Writes OUT/pairpm.json. Sizes are small so the whole run takes ~10-15 minutes on 2 CPU cores: the
 figures have wide error bars (seeds and sample std are reported).
@@ -107,11 +110,11 @@ def arm(kind: str, steps: int, batch: int) -> dict:
     }  # fmt: skip
 
 
-def grid(arch: str, seeds: list[int], steps: int, work: Path) -> dict:
+def grid(arch: str, seeds: list[int], steps: int, work: Path, **thresholds) -> dict:
     import transformers
 
     reproduce.ARCH = arch
-    sizes = replace(GRID, seeds=seeds, steps=steps)
+    sizes = replace(GRID, seeds=seeds, steps=steps, **thresholds)
     tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir())
     sources = reproduce.source_pairs(tokenizer, sizes)
     suites = reproduce.eval_suites(sizes)
@@ -136,7 +139,12 @@ def main() -> int:
     ap.add_argument("--seeds", default="0,1", help="seeds of the accuracy grid")
     ap.add_argument("--grid-steps", type=int, default=GRID.steps, help="optimizer steps per model in the grid")
     ap.add_argument("--skip-grid", action="store_true")
+    ap.add_argument("--keep-fraction", type=float, default=None,
+                    help="the grid's filter keeps this share of the causal pairs (scale-free) instead of margin < 0.5")
+    ap.add_argument("--tie-fraction", type=float, default=None,
+                    help="the grid's filter keeps this share of the ties (scale-free) instead of |margin| > 0.5")
     ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument("--name", default="pairpm.json", help="the results file in --out")
     args = ap.parse_args()
     if args._arm:
         print("ARM " + json.dumps(arm(args._arm, args.steps, args.batch)))
@@ -153,10 +161,11 @@ def main() -> int:
     if not args.skip_grid:
         seeds = [int(s) for s in args.seeds.split(",")]
         with tempfile.TemporaryDirectory(prefix="bench_pairpm_grid_") as work:
-            result["grid"] = {arch: grid(arch, seeds, args.grid_steps, Path(work)) for arch in ("bt", "pairpm")}
+            fractions = {"keep_fraction": args.keep_fraction, "tie_fraction": args.tie_fraction}
+            result["grid"] = {arch: grid(arch, seeds, args.grid_steps, Path(work), **fractions) for arch in ("bt", "pairpm")}
     result.update(seconds=round(time.perf_counter() - started), load_at_end=os.getloadavg(), cpus=os.cpu_count())
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "pairpm.json").write_text(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")
+    (args.out / args.name).write_text(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "grid"}, indent=1, default=str))
     for arch, g in result.get("grid", {}).items():
         for method, row in g["table"].items():

@@ -145,6 +145,15 @@ class Sizes:
     # misranked causal pairs and every tie not scored exactly equal.
     keep_margin: float = 0.5
     tie_margin: float = 0.5
+    # Or the share of each kind to keep (crome.train.filter: scale-free, for a baseline whose margins are
+    # small, such as a short-budget PairPM); a fraction given replaces that rule's margin.
+    keep_fraction: float | None = None
+    tie_fraction: float | None = None
+
+    def thresholds(self) -> dict[str, float | None]:
+        """The filter's keyword arguments: each rule's fraction where one is given, else its margin."""
+        return {"keep_margin": None if self.keep_fraction is not None else self.keep_margin, "keep_fraction": self.keep_fraction,
+                "tie_margin": None if self.tie_fraction is not None else self.tie_margin, "tie_fraction": self.tie_fraction}
 
 
 FULL = Sizes(
@@ -407,10 +416,11 @@ def run_seed(
         if filtered:
             # The baseline is this seed's vanilla model, trained and evaluated before (methods start with it).
             dataset = root / f"{run}_filtered"
-            log(f"seed {seed}: filtering the {run} run with the vanilla model (keep margin {sizes.keep_margin}, tie margin {sizes.tie_margin})")
+            given = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sizes.thresholds().items() if v is not None)
+            log(f"seed {seed}: filtering the {run} run with the vanilla model ({given})")
             started = time.perf_counter()
             summary = filter_run(
-                root / run, dataset, baseline="vanilla", keep_margin=sizes.keep_margin, tie_margin=sizes.tie_margin,
+                root / run, dataset, baseline="vanilla", **sizes.thresholds(),
                 batch_size=sizes.eval_batch, max_length=model_max_length(sizes), scorer=vanilla_scorer,
             )  # fmt: skip
             out["filter"][method] = {
