@@ -3,7 +3,10 @@
 Runs as SQL on a DuckDB connection that has a `pairs` relation in the data contract's shape (the
 audit's view over Parquet files, or the build's source pairs): no Python loop over rows, and the
 statistics are numpy over arrays of candidates. Only strict pairs (preference 1.0) are read: a tie
-has no side that wins.
+has no side that wins. The millions of (pair, cue) rows carry a cue as an integer key (a hash of
+its raw text, checked for collisions); cues are normalised once per distinct text, and texts join
+only the candidates with enough discordant pairs to be tested (benchmarks/RESULTS.md has the
+profile). The output is deterministic: candidates of equal rank come by group.
 
 Candidates, found from the data with no list given in advance:
 - `opening` / `closing`: the first and last n words of an answer, n = 1..6, after lower-casing and
