@@ -3,7 +3,10 @@
 Runs as SQL on a DuckDB connection that has a `pairs` relation in the data contract's shape (the
 audit's view over Parquet files, or the build's source pairs): no Python loop over rows, and the
 statistics are numpy over arrays of candidates. Only strict pairs (preference 1.0) are read: a tie
-has no side that wins.
+has no side that wins. The millions of (pair, cue) rows carry a cue as an integer key (a hash of
+its raw text, checked for collisions); cues are normalised once per distinct text, and texts join
+only the candidates with enough discordant pairs to be tested (benchmarks/RESULTS.md has the
+profile). The output is deterministic: candidates of equal rank come by group.
 
 Candidates, found from the data with no list given in advance:
 - `opening` / `closing`: the first and last n words of an answer, n = 1..6, after lower-casing and
@@ -96,10 +99,6 @@ class Shortcut(BaseModel):
         return len(self.text.split())
 
 
-def _norm_sql(expr: str) -> str:
-    return f"lower(trim(regexp_replace({expr}, '\\s+', ' ', 'g')))"
-
-
 def _where(strict_filter: str | None) -> str:
     return f"preference = 1.0{f' AND ({strict_filter})' if strict_filter else ''}"
 
@@ -108,24 +107,32 @@ EDGE_CHARS = 200  # opening and closing n-grams are read from this many characte
 # Cheap substring tests DuckDB evaluates first, so a format's regex scans only the answers that could hold it.
 _FORMAT_GATE = {"header": "contains(text, '#')", "bold": "(contains(text, '**') OR contains(text, '__'))",
                 "code": "(contains(text, '```') OR contains(text, '~~~'))", "table": "contains(text, '|')",
-                "link": "(contains(text, '](') OR contains(text, 'http'))", "exclamation": "contains(text, '!')"}
+                "link": "(contains(text, '](') OR contains(text, 'http'))", "exclamation": "contains(text, '!')",
+                "emoji": "strlen(text) <> length(text)"}  # emoji are not ASCII: an all-ASCII answer has as many bytes as characters
 _SPACES = "replace(replace(replace({0}, chr(10), ' '), chr(9), ' '), chr(13), ' ')"  # whitespace as spaces, no regex
+_FEATURES = ("opening", "closing", "phrase", "format")  # a cue's feature as a small integer `f` in the (pair, cue) tables
+# A cue's key in the (pair, cue) tables: a 64-bit hash of its text, so that the grouping of millions of (pair, cue) rows
+# moves integers, not strings. Exact all the same: `_key_cues` checks every key against the distinct texts and,
+# should two texts ever share one, numbers the texts instead (tests force that path with a colliding key).
+CUE_KEY = "hash({})"
 
 
 def _edge(side: str) -> str:
-    """The first (last) up to MAX_NGRAM normalised words, from EDGE_CHARS characters at that end: no split of whole answers.
+    r"""The first (last) up to MAX_NGRAM normalised words, from EDGE_CHARS characters at that end: no split of whole answers.
 
     Six words longer than EDGE_CHARS together (a URL, a code line) give fewer n-grams at that end; the
-    cut word itself is dropped, never read as a word.
+    cut word itself is dropped, never read as a word. Words are split at RE2's `\s` (space, tab, line
+    feed, form feed, carriage return) by mapping those to spaces, which is what collapsing `\s+` to
+    one space and trimming did, without a regex.
     """
     cut = f"{'left' if side == 'head' else 'right'}(text, {EDGE_CHARS})"
-    words = f"string_split({_norm_sql(cut)}, ' ')"
+    words = f"list_filter(string_split(replace({_SPACES.format(cut)}, chr(12), ' '), ' '), lambda x: x <> '')"
     whole = f"CASE WHEN length(text) > {EDGE_CHARS} THEN {words}[{'1:-2' if side == 'head' else '2:'}] ELSE {words} END"
-    return f"list_filter({whole}, lambda x: x <> '')[{f'1:{MAX_NGRAM}' if side == 'head' else f'-{MAX_NGRAM}:'}]"
+    return f"({whole})[{f'1:{MAX_NGRAM}' if side == 'head' else f'-{MAX_NGRAM}:'}]"
 
 
 def _prepare(con: duckdb.DuckDBPyConnection, strict_filter: str | None) -> int:
-    """Temp tables: strict pairs, their answers' edges, and per pair which side holds each cue.
+    """Temp tables: strict pairs, their answers' cues (keyed by integers), and per pair which side holds each cue.
 
     Every whole-answer pass is one cheap scan (a sentence split, a gated format regex, a word count
     by string splitting): regex replacement over whole answers costs more than the rest together.
@@ -137,35 +144,34 @@ def _prepare(con: duckdb.DuckDBPyConnection, strict_filter: str | None) -> int:
         FROM pairs WHERE {_where(strict_filter)}""")
     con.execute("""
         CREATE OR REPLACE TEMP VIEW sc_text AS
-        SELECT pid, 'c' AS side, c AS text FROM sc_pairs UNION ALL SELECT pid, 'r', r FROM sc_pairs""")
+        SELECT pid, true AS is_c, c AS text FROM sc_pairs UNION ALL SELECT pid, false, r FROM sc_pairs""")
     fmt = " UNION ALL ".join(
-        f"SELECT pid, side, 'format' AS feature, '{name}' AS text FROM sc_text "
+        f"SELECT pid, is_c, 3 AS f, '{name}' AS text FROM sc_text "
         f"WHERE {_FORMAT_GATE[name] + ' AND ' if name in _FORMAT_GATE else ''}regexp_matches(text, '{pat}')"
         for name, pat in FORMATS.items())
-    # Sentences: cut after . ! ? and at line ends, lower-cased; whitespace inside one collapsed where it has any to collapse.
-    sentence = "lower(trim(unnest(regexp_extract_all(text, '[^.!?\\n]+[.!?]*'))))"
-    collapse = "CASE WHEN contains(s, '  ') OR contains(s, chr(9)) OR contains(s, chr(13)) THEN regexp_replace(s, '\\s+', ' ', 'g') ELSE s END"
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE sc_feats AS
-        WITH edges AS (SELECT pid, side, {_edge('head')} AS head, {_edge('tail')} AS tail FROM sc_text)
-        SELECT pid, side, 'opening' AS feature, array_to_string(head[1:n], ' ') AS text
-            FROM edges, range(1, {MAX_NGRAM + 1}) t(n) WHERE len(head) >= n
-        UNION ALL
-        SELECT pid, side, 'closing', array_to_string(tail[-n:], ' ')
-            FROM edges, range(1, {MAX_NGRAM + 1}) t(n) WHERE len(tail) >= n
-        UNION ALL
-        SELECT DISTINCT pid, side, 'phrase', {collapse} FROM (SELECT pid, side, {sentence} AS s FROM sc_text)
-            WHERE length(s) <= 240 AND length(s) - length(replace(s, ' ', '')) BETWEEN 1 AND 29
-        UNION ALL {fmt}""")
+        WITH edges AS (SELECT pid, is_c, {_edge('head')} AS head, {_edge('tail')} AS tail FROM sc_text),
+        cues AS (
+            SELECT pid, is_c, 0 AS f, array_to_string(head[1:n], ' ') AS text
+                FROM edges, range(1, {MAX_NGRAM + 1}) t(n) WHERE len(head) >= n
+            UNION ALL
+            SELECT pid, is_c, 1, array_to_string(tail[-n:], ' ')
+                FROM edges, range(1, {MAX_NGRAM + 1}) t(n) WHERE len(tail) >= n
+            UNION ALL
+            SELECT pid, is_c, 2, s FROM (SELECT pid, is_c, unnest({_pieces()}) AS s FROM sc_text) WHERE contains(s, ' ')
+            UNION ALL {fmt})
+        SELECT pid, is_c, f::UTINYINT AS f, {CUE_KEY.format('text')}::UBIGINT AS h, text FROM cues""")
+    _key_cues(con)
     # Support first: a cue seen on too few discordant pairs overall is dropped before the per-group counts.
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE sc_hits AS
-        WITH h AS (SELECT pid, feature, text, bool_or(side = 'c') AS hc, bool_or(side = 'r') AS hr FROM sc_feats GROUP BY ALL),
-        keep AS (SELECT feature, text FROM h GROUP BY ALL HAVING count(*) FILTER (hc <> hr) >= {MIN_DISCORDANT})
-        SELECT h.* FROM h SEMI JOIN keep USING (feature, text)""")
+        WITH h AS (SELECT pid, k, bool_or(is_c) AS hc, bool_or(NOT is_c) AS hr FROM sc_feats JOIN sc_dict USING (f, h) GROUP BY ALL),
+        keep AS (SELECT k FROM h GROUP BY ALL HAVING count(*) FILTER (hc <> hr) >= {MIN_DISCORDANT})
+        SELECT h.* FROM h SEMI JOIN keep USING (k)""")
     # Words: whitespace-separated tokens (space, tab, line end), by splitting on spaces and not counting the empty pieces.
     words = f"len(list_filter(string_split({_SPACES}, ' '), lambda x: x <> ''))"
-    lines = "length({0}) - length(replace({0}, chr(10), '')) + 1"
+    lines = "strlen({0}) - strlen(replace({0}, chr(10), '')) + 1"  # line ends are one byte: strlen, not a character count
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE sc_len AS
         SELECT pid, m.name AS text, m.c_val AS cv, m.r_val AS rv FROM (
@@ -177,13 +183,60 @@ def _prepare(con: duckdb.DuckDBPyConnection, strict_filter: str | None) -> int:
     return con.execute("SELECT count(*) FROM sc_pairs").fetchone()[0]
 
 
+_MARK = "chr(1)"  # cuts the answer into sentence pieces; an answer holding this character is cut by the regex instead
+
+
+def _pieces() -> str:
+    """An answer cut into the sentences of the regex `[^.!?\\n]+[.!?]*`, by string replacement (no regex).
+
+    A mark goes after every `.`, `!` and `?` that no other of them follows (so after each run of
+    them) and in place of each line end; the answer is split at the marks. The pieces are the
+    regex's sentences plus pieces the regex skips (empty ones, runs of `.!?` after a line end),
+    which hold no space and are dropped with the sentences of no space.
+    """
+    marked = "text"
+    for t in ".!?":
+        marked = f"replace({marked}, '{t}', '{t}' || {_MARK})"
+    for t in ".!?":
+        marked = f"replace({marked}, {_MARK} || '{t}', '{t}')"
+    return (f"CASE WHEN contains(text, {_MARK}) THEN regexp_extract_all(text, '[^.!?\\n]+[.!?]*') "
+            f"ELSE string_split(replace({marked}, chr(10), {_MARK}), {_MARK}) END")
+
+
+def _key_cues(con: duckdb.DuckDBPyConnection) -> None:
+    """sc_dict: per raw key (f, h) the cue it counts for (an integer `k`, one per feature and text) and its text.
+
+    Openings, closings and sentences are lower-cased here, and sentence pieces trimmed, filtered (240
+    characters at most, 2 to 30 words) and their whitespace collapsed: once per distinct raw text, not
+    once per answer (lower-casing maps no character to whitespace or to `.`, `!`, `?`, so cutting
+    first and lower-casing after gives the same words and sentences). Raw keys are hashes;
+    if two raw texts ever share one, sc_feats is re-keyed by numbering the texts, so counts never merge.
+    """
+    con.execute("CREATE OR REPLACE TEMP TABLE sc_raw AS SELECT DISTINCT f, h, text FROM sc_feats")
+    shared = con.execute("SELECT count(*) FROM (SELECT f, h FROM sc_raw GROUP BY ALL HAVING count(*) > 1)").fetchone()[0]
+    if shared:
+        con.execute("""CREATE OR REPLACE TEMP TABLE sc_raw AS
+                       SELECT f, (row_number() OVER ())::UBIGINT AS h, text FROM (SELECT DISTINCT f, text FROM sc_raw)""")
+        con.execute("""CREATE OR REPLACE TEMP TABLE sc_feats AS
+                       SELECT pid, is_c, f, r.h, text FROM sc_feats JOIN sc_raw r USING (f, text)""")
+    # Sentences: whitespace inside one collapsed where it has any to collapse.
+    collapse = "CASE WHEN contains(s, '  ') OR contains(s, chr(9)) OR contains(s, chr(13)) THEN regexp_replace(s, '\\s+', ' ', 'g') ELSE s END"
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE sc_dict AS
+        WITH cue AS (
+            SELECT f, h, CASE WHEN f = 3 THEN text ELSE lower(text) END AS text FROM sc_raw WHERE f <> 2
+            UNION ALL
+            SELECT f, h, {collapse} FROM (SELECT f, h, lower(trim(text)) AS s FROM sc_raw WHERE f = 2)
+            WHERE length(s) <= 240 AND length(s) - length(replace(s, ' ', '')) BETWEEN 1 AND 29)
+        SELECT f, h, dense_rank() OVER (ORDER BY f, text) AS k, text FROM cue""")
 
 
 def _counts(con: duckdb.DuckDBPyConnection) -> None:
-    """sc_cands: one row per candidate and group, with its counts and example ids.
+    """sc_cands: one row per candidate and group, with its counts and example ids, numbered in a fixed order (`cid`).
 
     Groups: each kind; all kinds together (only with two kinds or more); each attribute and
-    direction of a kind (only where rows have an attribute).
+    direction of a kind (only where rows have an attribute). Counted by integer cue keys; the texts
+    join the candidates that have enough discordant pairs to be tested.
     """
     kinds, attributes = con.execute("SELECT count(DISTINCT kind), count(attribute) FROM sc_pairs").fetchone()
     sets = ["(kind)"] + (["()"] if kinds >= 2 else []) + (["(kind, attribute, augmentation)"] if attributes else [])
@@ -192,28 +245,34 @@ def _counts(con: duckdb.DuckDBPyConnection) -> None:
         "CASE WHEN grouping(kind) = 1 THEN 'all' ELSE kind END AS g_kind" if kinds >= 2 else "kind AS g_kind",
         "attribute, augmentation, grouping(attribute) AS g_attr" if attributes
         else "NULL::VARCHAR AS attribute, NULL::VARCHAR AS augmentation, 1 AS g_attr"])
+    tested = f"(g_attr = 1 OR attribute IS NOT NULL) AND co + ro >= {MIN_DISCORDANT}"
+    names = "[" + ", ".join(f"'{n}'" for n in _FEATURES) + "]"
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE sc_cands AS
         WITH sizes AS (SELECT {_GROUP_COLS}, count(*) AS pairs FROM sc_pairs GROUP BY {_GROUPS}),
-        cues AS (
-            SELECT {_GROUP_COLS}, feature, text,
+        keyed AS (
+            SELECT {_GROUP_COLS}, k,
                    count(*) FILTER (hc AND NOT hr) AS co, count(*) FILTER (hr AND NOT hc) AS ro,
                    count(*) FILTER (hc AND hr) AS bo, NULL::DOUBLE AS mean_diff,
                    min_by(id, ek, {EXAMPLES}) FILTER (hc AND NOT hr) AS ex_c,
                    min_by(id, ek, {EXAMPLES}) FILTER (hr AND NOT hc) AS ex_r
             FROM sc_hits JOIN sc_pairs USING (pid)
-            GROUP BY {_GROUPS}, feature, text
+            GROUP BY {_GROUPS}, k),
+        cues AS (
+            SELECT g_kind, attribute, augmentation, g_attr, {names}[d.f + 1] AS feature, d.text,
+                   co, ro, bo, mean_diff, ex_c, ex_r
+            FROM (SELECT * FROM keyed WHERE {tested}) JOIN (SELECT DISTINCT k, f, text FROM sc_dict) d USING (k)
             UNION ALL
-            SELECT {_GROUP_COLS}, 'length', text,
-                   count(*) FILTER (cv > rv), count(*) FILTER (cv < rv), 0, avg(cv - rv),
-                   min_by(id, ek, {EXAMPLES}) FILTER (cv > rv), min_by(id, ek, {EXAMPLES}) FILTER (cv < rv)
-            FROM sc_len JOIN sc_pairs USING (pid)
-            GROUP BY {_GROUPS}, text
-        )
-        SELECT row_number() OVER () - 1 AS cid, cues.*, sizes.pairs FROM cues JOIN sizes
+            SELECT * FROM (
+                SELECT {_GROUP_COLS}, 'length' AS feature, text,
+                       count(*) FILTER (cv > rv) AS co, count(*) FILTER (cv < rv) AS ro, 0 AS bo, avg(cv - rv) AS mean_diff,
+                       min_by(id, ek, {EXAMPLES}) FILTER (cv > rv) AS ex_c, min_by(id, ek, {EXAMPLES}) FILTER (cv < rv) AS ex_r
+                FROM sc_len JOIN sc_pairs USING (pid)
+                GROUP BY {_GROUPS}, text) WHERE {tested})
+        SELECT row_number() OVER (ORDER BY cues.g_kind, cues.g_attr, cues.attribute, cues.augmentation, feature, text) - 1 AS cid,
+               cues.*, sizes.pairs FROM cues JOIN sizes
           ON cues.g_kind = sizes.g_kind AND cues.g_attr = sizes.g_attr
-         AND cues.attribute IS NOT DISTINCT FROM sizes.attribute AND cues.augmentation IS NOT DISTINCT FROM sizes.augmentation
-        WHERE (cues.g_attr = 1 OR cues.attribute IS NOT NULL) AND cues.co + cues.ro >= {MIN_DISCORDANT}""")
+         AND cues.attribute IS NOT DISTINCT FROM sizes.attribute AND cues.augmentation IS NOT DISTINCT FROM sizes.augmentation""")
 
 
 def _folds(con: duckdb.DuckDBPyConnection) -> dict[int, tuple[int, str]]:
@@ -224,13 +283,14 @@ def _folds(con: duckdb.DuckDBPyConnection) -> dict[int, tuple[int, str]]:
                    CASE WHEN co >= ro THEN co ELSE ro END AS fav, string_split(text, ' ') AS w
             FROM sc_cands WHERE feature IN ('opening', 'closing', 'phrase')),
         shorter AS (  -- each opening (closing) with the texts of its shorter openings (closings), and the sentence of its own text
-            SELECT cid, g_kind, g_attr, attribute, augmentation, pos, fav, len(w) AS nw, feature AS s_feature,
+            SELECT cid, g_kind, g_attr, attribute, augmentation, pos, fav, len(w) AS nw, feature AS l_feature, feature AS s_feature,
                    array_to_string(CASE WHEN feature = 'opening' THEN w[1:k] ELSE w[-k:] END, ' ') AS s_text
             FROM c, range(1, {MAX_NGRAM}) t(k) WHERE feature IN ('opening', 'closing') AND k < len(w)
             UNION ALL
-            SELECT cid, g_kind, g_attr, attribute, augmentation, pos, fav, len(w), 'phrase', text
+            SELECT cid, g_kind, g_attr, attribute, augmentation, pos, fav, len(w), feature, 'phrase', text
             FROM c WHERE feature IN ('opening', 'closing'))
-        SELECT c.cid, arg_max(l.cid, l.nw * 1000000000 + l.fav), any_value(c.feature || ': ' || c.text)
+        -- the longest, then the most pairs; a tie (one text as an opening and as a closing) goes to the opening, then the lower cid
+        SELECT c.cid, arg_max(l.cid, [l.nw, l.fav, (l.l_feature = 'opening')::INT, -l.cid]), any_value(c.feature || ': ' || c.text)
         FROM c JOIN shorter l
           ON c.feature = l.s_feature AND c.text = l.s_text AND c.g_kind = l.g_kind AND c.g_attr = l.g_attr
          AND c.attribute IS NOT DISTINCT FROM l.attribute AND c.augmentation IS NOT DISTINCT FROM l.augmentation
@@ -351,8 +411,9 @@ def _inside_found(s: Shortcut, found: dict[tuple, Shortcut]) -> bool:
 
 
 def rank_key(s: Shortcut) -> tuple:
-    """Significant first, then the strongest split, the smaller p-value, the more specific cue."""
-    return (not s.significant, -abs(s.strength), s.p_value, FEATURE_ORDER.get(s.feature, 9), -s.n_words, s.kind, s.text)
+    """Significant first, then the strongest split, the smaller p-value, the more specific cue; then by group, so no two tie."""
+    return (not s.significant, -abs(s.strength), s.p_value, FEATURE_ORDER.get(s.feature, 9), -s.n_words, s.kind, s.text,
+            s.attribute or "", s.augmentation or "")
 
 
 def top(cands: Iterable[Shortcut], *, limit: int, fill: int) -> list[Shortcut]:
