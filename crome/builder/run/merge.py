@@ -22,7 +22,7 @@ from typing import Any
 from crome.builder.run.config import BuildConfig
 from crome.builder.oracles import oracle_class, parse_oracle_spec
 from crome.schemas.calls import OracleRequest, OracleResponse
-from crome.builder.run.pipeline import MEMORY_MB, BuildResult, Progress, build, source_fingerprint
+from crome.builder.run.pipeline import BuildResult, Progress, build, duckdb_memory_mb, source_fingerprint
 from crome.builder.sources import SourceError
 from crome.builder.run.status import spend
 from crome.builder.run.export import RUN_LAYOUT
@@ -141,7 +141,7 @@ def _import_calls(shards: list[Shard], out: Path) -> dict[str, CallRecord]:
     failure, which the merged build replays through `ReplayOracle` (those few are held in memory).
     """
     with RunStore.open(out) as dest:
-        dest.limit_memory(MEMORY_MB)
+        dest.limit_memory(duckdb_memory_mb(sum(int(s.summary.get("counts", {}).get("source_pairs", 0) or 0) for s in shards)))
         for shard in sorted(shards, key=lambda s: s.index):
             import_calls(dest, shard.path / STORE_FILE)
         return {rec.key: rec for rec in dest.iter_failed_calls()}

@@ -71,8 +71,18 @@ STAGES: tuple[type[Stage], ...] = (
 TASKS: tuple[str, ...] = tuple(t for s in STAGES for t in s.tasks)  # every template a build renders
 
 
-# DuckDB's own memory in a build: its sorts and joins (the export's row order, the groups) spill to disk beyond it.
-MEMORY_MB = 128
+# DuckDB's own memory in a build: its sorts and joins (the export's row order, the groups) spill to disk
+# beyond it. Its primary-key indexes (ART) cannot spill: they stay in memory, about 120 bytes per stored
+# call, some 0.7 KB per source pair at the rules oracle's ~6 calls per pair. So the limit is a base for
+# the working set plus 1 KB per source pair (`duckdb_memory_mb`): with a flat 128 MB, a build of ~20k
+# pairs ran out of DuckDB memory. This is the one part of a build's memory that grows with the source.
+MEMORY_MB = 192
+INDEX_KB_PER_PAIR = 1
+
+
+def duckdb_memory_mb(pairs: int) -> int:
+    """DuckDB's memory limit for a build or merge over `pairs` source pairs (see MEMORY_MB)."""
+    return MEMORY_MB + (max(0, int(pairs)) * INDEX_KB_PER_PAIR) // 1024
 # Beyond the client timeout, what an interrupted run waits for its calls in flight to come back.
 INTERRUPT_GRACE_S = 5.0
 
@@ -348,6 +358,7 @@ def build(
             with stream:
                 pool, mine, source_info_, fingerprint = store_source(cfg, store, stream)
             stream = None
+            store.limit_memory(duckdb_memory_mb(pool))
             return _build_stored(cfg, store, owned, progress, oracle, pool, mine, source_info_, fingerprint, started, sleep, writer, finish)
     except SourceError:
         if stream is not None and created and out.is_dir():

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +39,8 @@ BUILD_PAIR_SCHEMA = pa.schema([("ord", pa.int64()), ("source_id", pa.string()), 
 _SOURCE_COLUMNS = ", ".join(f'"{c}"' for c in tables.SOURCE_SCHEMA.names if c != "ord")
 # The order of the exported rows: by source pair, then original, causal, neutral (as before streaming).
 ROW_ORDER = "source_id, kind_ord, augmentation, coalesce(attribute, ''), id"
+SORT_PART_ROWS = 10_000  # rows per bucket of the export's out-of-core sort (about 30 MB of row JSON)
+SORT_DIR_PREFIX = ".crome-sort-"
 
 
 def _in_list(values: Iterable[int]) -> str:
@@ -213,18 +217,77 @@ class BuildTables:
     def query(self, sql: str, params: list[Any] | None = None) -> list[tuple]:
         return self.store._query(sql, params)
 
-    def iter_row_data(self) -> Iterator[str]:
-        """The finished rows' JSON in export order (DuckDB sorts out of core)."""
-        for (data,) in self.store._stream(f"SELECT data FROM build_rows ORDER BY {ROW_ORDER}"):
-            yield data
+    def iter_row_data(self, part_rows: int = SORT_PART_ROWS) -> Iterator[str]:
+        """The finished rows' JSON in export order (ROW_ORDER), in memory independent of the number of rows.
+
+        DuckDB cannot sort rows whose payload outgrows its memory limit (each row's JSON is kilobytes:
+        a 20k-pair build's export ran out of memory), so it sorts the order columns alone, which gives
+        every stored row its position in the export (8 bytes per row held here). The rows are then read
+        once in storage order and bucketed by position, `part_rows` per bucket, into Arrow files in a
+        temporary folder of the run; each bucket is read back in turn, put in order and yielded.
+        """
+        (n,) = self.store._query("SELECT count(*) FROM build_rows")[0]
+        if n <= part_rows:  # fits: one sort
+            for (data,) in self.store._stream(f"SELECT data FROM build_rows ORDER BY {ROW_ORDER}"):
+                yield data
+            return
+        import numpy as np
+        import pyarrow.compute as pc
+
+        in_order = np.fromiter((r for (r,) in self.store._stream(f"SELECT rowid FROM build_rows ORDER BY {ROW_ORDER}")), np.int64, n)
+        by_rowid = np.argsort(in_order, kind="stable")  # position of the k-th smallest rowid
+        rowids = in_order[by_rowid]
+        schema = pa.schema([("pos", pa.int64()), ("data", pa.string())])
+        for stale in self.store.run_dir.glob(f"{SORT_DIR_PREFIX}*"):
+            shutil.rmtree(stale, ignore_errors=True)  # a killed export's buckets
+        tmp = Path(tempfile.mkdtemp(prefix=SORT_DIR_PREFIX, dir=self.store.run_dir))
+        try:
+            parts = (n + part_rows - 1) // part_rows
+            writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
+            held: dict[int, tuple[list[int], list[str]]] = {}
+
+            def spill(b: int) -> None:
+                pos, data = held.pop(b)
+                if b not in writers:
+                    writers[b] = pa.ipc.new_stream(str(tmp / f"{b}.arrow"), schema)
+                writers[b].write_batch(pa.record_batch([pa.array(pos, pa.int64()), pa.array(data, pa.string())], schema=schema))
+
+            for rowid, data in self.store._stream("SELECT rowid, data FROM build_rows"):
+                p = int(by_rowid[np.searchsorted(rowids, rowid)])
+                b = p // part_rows
+                pos, datas = held.setdefault(b, ([], []))
+                pos.append(p)
+                datas.append(data)
+                if len(pos) >= 512:
+                    spill(b)
+            for b in list(held):
+                spill(b)
+            for w in writers.values():
+                w.close()
+            for b in range(parts):
+                with pa.ipc.open_stream(str(tmp / f"{b}.arrow")) as reader:
+                    table = reader.read_all()
+                data = table.column("data").take(pc.sort_indices(table.column("pos")))
+                del table
+                for i in range(0, len(data), 1024):
+                    yield from data.slice(i, 1024).to_pylist()
+                del data
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def iter_rejections(self) -> Iterator[Rejection]:
         """This shard's quarantined source rows, then the build's rejections in the order they were made."""
         for q in self.store.iter_quarantined():
             yield Rejection(source_id=f"row:{q.row}", stage="source", reason=q.reason, detail=q.detail)
         cols = ", ".join(c for c in tables.REJECTION_SCHEMA.names if c != "ord")
-        for values in self.store._stream(f"SELECT {cols} FROM build_rejections ORDER BY seq"):
-            yield tables.rejection_from_row(values)
+        # A page of `seq` at a time (dense from 0, in insertion order, so each page reads few row groups): one
+        # sort of every rejection's candidate JSON would outgrow DuckDB's memory as the rows' sort did.
+        (end,) = self.store._query("SELECT coalesce(max(seq) + 1, 0) FROM build_rejections")[0]
+        for start in range(0, end, SORT_PART_ROWS):
+            for values in self.store._query(
+                f"SELECT {cols} FROM build_rejections WHERE seq >= ? AND seq < ? ORDER BY seq", [start, start + SORT_PART_ROWS]
+            ):
+                yield tables.rejection_from_row(values)
 
     def publish_rows(self) -> None:
         """`rows` and `rejections` (the tables SQL users read) from the export just written."""
@@ -232,9 +295,11 @@ class BuildTables:
 
         def body(con) -> None:
             con.execute("DELETE FROM rows")
+            # The positions from a sort of the order columns alone, joined back by rowid: a window over whole
+            # rows would hold every row's JSON in DuckDB's memory at once.
             con.execute(
-                f"""INSERT INTO rows SELECT row_number() OVER (ORDER BY {ROW_ORDER}) - 1, id, source_id, kind, augmentation,
-                    attribute, data FROM build_rows"""
+                f"""INSERT INTO rows WITH o AS (SELECT rowid AS r, row_number() OVER (ORDER BY {ROW_ORDER}) - 1 AS ord FROM build_rows)
+                    SELECT o.ord, b.id, b.source_id, b.kind, b.augmentation, b.attribute, b.data FROM build_rows AS b JOIN o ON b.rowid = o.r"""
             )
             con.execute("DELETE FROM rejections")
             (n,) = con.execute("SELECT count(*) FROM quarantined").fetchone()
