@@ -217,7 +217,7 @@ class BuildTables:
     def query(self, sql: str, params: list[Any] | None = None) -> list[tuple]:
         return self.store._query(sql, params)
 
-    def iter_row_data(self, part_rows: int = SORT_PART_ROWS) -> Iterator[str]:
+    def iter_row_data(self, part_rows: int | None = None) -> Iterator[str]:
         """The finished rows' JSON in export order (ROW_ORDER), in memory independent of the number of rows.
 
         DuckDB cannot sort rows whose payload outgrows its memory limit (each row's JSON is kilobytes:
@@ -226,6 +226,7 @@ class BuildTables:
         once in storage order and bucketed by position, `part_rows` per bucket, into Arrow files in a
         temporary folder of the run; each bucket is read back in turn, put in order and yielded.
         """
+        part_rows = part_rows or SORT_PART_ROWS
         (n,) = self.store._query("SELECT count(*) FROM build_rows")[0]
         if n <= part_rows:  # fits: one sort
             for (data,) in self.store._stream(f"SELECT data FROM build_rows ORDER BY {ROW_ORDER}"):

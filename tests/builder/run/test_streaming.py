@@ -75,12 +75,23 @@ def test_rows_and_decisions_equal_the_in_memory_build(tmp_path, monkeypatch, nam
 
 
 def test_the_batch_size_changes_nothing_and_runs_are_byte_identical(tmp_path, monkeypatch):
+    """Neither the flow's batch nor the export's sort buckets (rows bucketed by position, rejections read by pages of seq) change a byte."""
+    from crome.builder.store import work
+
     outs = []
-    for i, batch in enumerate((7, 16, 256, 16)):
+    for i, (batch, part) in enumerate(((7, 10_000), (16, 7), (256, 5), (16, 10_000))):
         monkeypatch.setattr(flow, "BATCH", batch)
+        monkeypatch.setattr(work, "SORT_PART_ROWS", part)
         run = tmp_path / f"run{i}"
         build(BuildConfig(source=str(RMB), out=str(run), limit=20, cross_prompt=True))
         outs.append(files(run))
+        with RunStore.open(run, read_only=True) as store:
+            rows = store._query("SELECT count(*) FROM build_rows")[0][0]
+            ordered = [r[0] for r in store._query("SELECT id FROM rows ORDER BY ord")]
+        assert rows > 5 * 7  # several buckets when a bucket holds 5 or 7 rows
+        exported = pa.concat_tables([pq.read_table(p) for p in sorted((run / "data").glob("*.parquet"))]).column("id").to_pylist()
+        assert ordered == exported
+        assert not list(run.glob(work.SORT_DIR_PREFIX + "*"))  # the buckets are removed
     assert all(o == outs[0] for o in outs[1:])
 
 

@@ -64,8 +64,11 @@ class GeminiOracle(LLMOracle):
             timeout=max(1, int(self.timeout * 1000)),  # milliseconds
             # One attempt: tenacity owns the retry budgets, so every request is one counted attempt.
             retry_options=types.HttpRetryOptions(attempts=1),
-            # httpx keeps only 20 idle connections by default: one per concurrent request instead.
-            async_client_args={"limits": httpx2.Limits(max_connections=concurrency + 8, max_keepalive_connections=concurrency)},
+            # httpx keeps only 20 idle connections by default: one per concurrent request instead. Given as a
+            # transport, which also keeps google-genai on httpx where aiohttp is installed (it would switch to
+            # aiohttp, whose connection errors the retry policy does not know: a dropped connection was final).
+            async_client_args={"transport": httpx2.AsyncHTTPTransport(
+                limits=httpx2.Limits(max_connections=concurrency + 8, max_keepalive_connections=concurrency))},
         )
         return genai.Client(api_key=self._api_key, vertexai=False, http_options=http_options)
 

@@ -153,3 +153,17 @@ def test_client_errors_are_per_item_or_systematic(fake_llm_server: FakeLLMServer
         (resp,) = _run(oracle, make_request())
         assert resp.status == "error" and "too long" in (resp.error or "") and resp.attempts == 1
     assert fake_llm_server.count() == 1  # never retried
+
+
+def test_the_client_stays_on_httpx_where_aiohttp_is_installed(fake_llm_server: FakeLLMServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """google-genai switches to aiohttp when it is importable; crome's retry policy classifies httpx errors, so a
+    dropped connection there was a final error. The oracle's client must use httpx (and its connection limits) either way."""
+    import google.genai._api_client as api_client
+
+    monkeypatch.setattr(api_client, "has_aiohttp", True)  # as on a machine with aiohttp installed
+    oracle = get_oracle("gemini:gemini-2.0-flash", base_url=fake_llm_server.url, concurrency=4, timeout=1.0, backoff_base=0.001)
+    client = oracle._new_client()
+    assert client._api_client._use_aiohttp() is False
+    fake_llm_server.faults = lambda i: "drop" if i < 2 else None  # two dropped connections, then an answer
+    responses = _run(oracle, make_request(0))
+    assert responses[0].ok and responses[0].attempts == 3 and fake_llm_server.count() == 3
