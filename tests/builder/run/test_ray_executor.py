@@ -31,8 +31,9 @@ def outputs(run: Path) -> dict[str, bytes]:
 
 
 # Imported at start-up by every Python process of the test's build (the CLI and the Ray workers, which
-# inherit PYTHONPATH): the worker building shard 1 SIGKILLs itself once it has finished a few pairs, the
-# first time only (the marker file says where and who). In-process, so it lands at the same point of the
+# inherit PYTHONPATH): the worker building shard 1 SIGKILLs itself once it has written its first batch of
+# pairs, before its export, the first time only (the marker file says where and who). Written pairs have
+# their calls committed; before that the rules oracle's answers may still wait in the writer's buffer. In-process, so it lands at the same point of the
 # work on a fast or a loaded machine; polling the progress file from outside raced a fast build.
 SITECUSTOMIZE = """
 import os, signal
@@ -48,7 +49,7 @@ if target:
         real_update(self, force=force, **fields)
         marker = Path(os.environ["CROME_TEST_KILL_MARKER"])
         if (self.path.parent.resolve() == Path(target) and self.state.get("stage") == "oracle stages"
-                and self.state.get("pairs_done", 0) >= 5 and not marker.exists()):
+                and self.state.get("pairs_written", 0) > 0 and not marker.exists()):
             marker.write_text(str(os.getpid()))
             os.kill(os.getpid(), signal.SIGKILL)
 
