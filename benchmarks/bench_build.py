@@ -195,7 +195,9 @@ def main() -> None:
         shards = [work / f"shard{n}-{i}" for i in range(4)]
         for i, d in enumerate(shards):
             if not (d / "summary.json").exists():
-                child(["build", str(source(n)), str(d), f"{i}/4"])
+                before = machine()
+                result = child(["build", str(source(n)), str(d), f"{i}/4"])
+                record({"what": f"build, shard {i}/4", "size": n, "before": before, "after": machine(), "result": result})
         before = machine()
         result = child(["merge", [str(d) for d in shards], str(work / f"merged{n}")])
         same = (work / f"run{n}").exists() and digest(work / f"merged{n}") == digest(work / f"run{n}")

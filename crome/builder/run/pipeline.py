@@ -72,17 +72,21 @@ TASKS: tuple[str, ...] = tuple(t for s in STAGES for t in s.tasks)  # every temp
 
 
 # DuckDB's own memory in a build: its sorts and joins (the export's row order, the groups) spill to disk
-# beyond it. Its primary-key indexes (ART) cannot spill: they stay in memory, about 120 bytes per stored
-# call, some 0.7 KB per source pair at the rules oracle's ~6 calls per pair. So the limit is a base for
-# the working set plus 1 KB per source pair (`duckdb_memory_mb`): with a flat 128 MB, a build of ~20k
-# pairs ran out of DuckDB memory. This is the one part of a build's memory that grows with the source.
+# beyond it. Its indexes (ART) cannot spill: they stay in memory. The call cache's index is over a 64-bit
+# value of each key (`k64`, store migration m006), ~40 bytes per call, ~0.25 KB per source pair at the
+# rules oracle's ~6 calls per pair; the source's two integer keys add ~25 bytes per pair. (Over the
+# 64-character keys it was ~120 bytes per call: a 20k-pair build ran out of a flat 128 MB, and the limit
+# grew 1 KB per pair.) So the limit is a base for the working set plus 320 bytes per source pair: the one
+# part of a build's memory that grows with its source, about 90 MB more at 300k pairs than at 10k.
 MEMORY_MB = 192
-INDEX_KB_PER_PAIR = 1
+INDEX_BYTES_PER_PAIR = 320
 
 
 def duckdb_memory_mb(pairs: int) -> int:
     """DuckDB's memory limit for a build or merge over `pairs` source pairs (see MEMORY_MB)."""
-    return MEMORY_MB + (max(0, int(pairs)) * INDEX_KB_PER_PAIR) // 1024
+    return MEMORY_MB + (max(0, int(pairs)) * INDEX_BYTES_PER_PAIR) // 2**20
+
+
 # Beyond the client timeout, what an interrupted run waits for its calls in flight to come back.
 INTERRUPT_GRACE_S = 5.0
 

@@ -19,6 +19,7 @@ redacts keys from error text.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -191,18 +192,26 @@ _CALL_TYPES = {
     "latency_s": pa.float64(), "error": pa.string(), "attempts": pa.int32(), "batch_job_id": pa.string(), "sent": pa.string(),
     "created_at": pa.timestamp("us"), "updated_at": pa.timestamp("us"),
 }
-CALL_SCHEMA = pa.schema([(c, _CALL_TYPES[c]) for c in CALL_COLUMNS])
+# `oracle_calls` files each call under `k64` too (`key_k64`), the only column it indexes: an index of the
+# 64-character keys costs DuckDB ~120 bytes of memory per call and cannot spill, one of 64-bit integers ~40.
+CALL_STORED = [*CALL_COLUMNS, "k64"]
+CALL_SCHEMA = pa.schema([(c, _CALL_TYPES[c]) for c in CALL_COLUMNS] + [("k64", pa.int64())])
 CALL_SELECT = ", ".join(CALL_COLUMNS)
 # What a cache lookup needs: everything but the billing history (a replay never reads it).
 CALL_SELECT_REPLAY = ", ".join("'[]'" if c == "sent" else c for c in CALL_COLUMNS)
-CALL_INSERT_ROW = f"INSERT INTO oracle_calls ({CALL_SELECT}) VALUES ({', '.join('?' for _ in CALL_COLUMNS)})"
-CALL_INSERT_BATCH = f"INSERT INTO oracle_calls ({CALL_SELECT}) SELECT {CALL_SELECT} FROM {{batch}}"
+CALL_INSERT_ROW = f"INSERT INTO oracle_calls ({', '.join(CALL_STORED)}) VALUES ({', '.join('?' for _ in CALL_STORED)})"
+CALL_INSERT_BATCH = f"INSERT INTO oracle_calls ({', '.join(CALL_STORED)}) SELECT {', '.join(CALL_STORED)} FROM {{batch}}"
+
+
+def key_k64(key: str) -> int:
+    """A call key's 64-bit index value (blake2b of the key, signed): what lookups find a call by, then compare keys."""
+    return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "little", signed=True)
 # Below this many records, binding parameters beats registering an arrow table (a few ms each, measured).
 SMALL_BATCH = 8
 
 
 def call_values(record: CallRecord, created_at: datetime, updated_at: datetime) -> list[Any]:
-    """The record's column values in table order, JSON columns as text."""
+    """The record's stored values (`CALL_STORED`: its columns, then `k64`), JSON columns as text."""
     values = []
     for c in CALL_COLUMNS:
         v = getattr(record, c)
@@ -211,6 +220,7 @@ def call_values(record: CallRecord, created_at: datetime, updated_at: datetime) 
         values.append(v)
     values[CALL_COLUMNS.index("created_at")] = created_at
     values[CALL_COLUMNS.index("updated_at")] = updated_at
+    values.append(key_k64(record.key))
     return values
 
 

@@ -315,3 +315,34 @@ def m005_streaming_build(con: duckdb.DuckDBPyConnection) -> None:
     )
     con.execute("INSERT INTO rows SELECT * FROM rows_old")
     con.execute("DROP TABLE rows_old")
+
+
+@migration
+def m006_calls_indexed_by_k64(con: duckdb.DuckDBPyConnection) -> None:
+    """`oracle_calls` without its primary key on `key`; a `k64` column (`key_k64`) and an index on it instead.
+
+    DuckDB keeps an index in memory and cannot spill it: over the 64-character keys it cost ~120
+    bytes per call (a 300k-pair rules build: ~200 MB), over a 64-bit integer ~40. Keys stay unique
+    because the store is their only writer and replaces a key's record (delete, then insert) in one
+    transaction; lookups read the index by `k64`, then compare the keys.
+    """
+    import pyarrow as pa
+
+    from crome.builder.store.calls import key_k64
+
+    con.create_function("_crome_key_k64", lambda keys: pa.array([key_k64(k) for k in keys.to_pylist()], pa.int64()),
+                        ["VARCHAR"], "BIGINT", type="arrow")
+    try:
+        columns = con.execute(
+            """SELECT column_name, data_type, is_nullable FROM information_schema.columns
+               WHERE table_schema = 'main' AND table_name = 'oracle_calls' ORDER BY ordinal_position"""
+        ).fetchall()
+        ddl = ", ".join(f'"{name}" {kind}{" NOT NULL" if nullable == "NO" else ""}' for name, kind, nullable in columns)
+        names = ", ".join(f'"{name}"' for name, _, _ in columns)
+        con.execute(f"CREATE TABLE _oracle_calls ({ddl}, k64 BIGINT NOT NULL)")
+        con.execute(f"INSERT INTO _oracle_calls SELECT {names}, _crome_key_k64(key) FROM oracle_calls ORDER BY rowid")
+        con.execute("DROP TABLE oracle_calls")
+        con.execute("ALTER TABLE _oracle_calls RENAME TO oracle_calls")
+        con.execute("CREATE INDEX oracle_calls_k64 ON oracle_calls (k64)")
+    finally:
+        con.remove_function("_crome_key_k64")

@@ -41,6 +41,7 @@ _SOURCE_COLUMNS = ", ".join(f'"{c}"' for c in tables.SOURCE_SCHEMA.names if c !=
 ROW_ORDER = "source_id, kind_ord, augmentation, coalesce(attribute, ''), id"
 SORT_PART_ROWS = 10_000  # rows per bucket of the export's out-of-core sort (about 30 MB of row JSON)
 SORT_DIR_PREFIX = ".crome-sort-"
+HELD_ROWS = 4096  # rows the export's bucketing holds before writing them out, whatever the number of buckets
 
 
 def _in_list(values: Iterable[int]) -> str:
@@ -253,14 +254,17 @@ class BuildTables:
                     writers[b] = pa.ipc.new_stream(str(tmp / f"{b}.arrow"), schema)
                 writers[b].write_batch(pa.record_batch([pa.array(pos, pa.int64()), pa.array(data, pa.string())], schema=schema))
 
+            count = 0
             for rowid, data in self.store._stream("SELECT rowid, data FROM build_rows"):
                 p = int(by_rowid[np.searchsorted(rowids, rowid)])
-                b = p // part_rows
-                pos, datas = held.setdefault(b, ([], []))
+                pos, datas = held.setdefault(p // part_rows, ([], []))
                 pos.append(p)
                 datas.append(data)
-                if len(pos) >= 512:
-                    spill(b)
+                count += 1
+                if count >= HELD_ROWS:  # a bound on all buckets together: their number grows with the rows
+                    for b in list(held):
+                        spill(b)
+                    count = 0
             for b in list(held):
                 spill(b)
             for w in writers.values():
@@ -320,27 +324,27 @@ def import_calls(store: "RunStore", shard: Path) -> None:
     replaces it, keeping the first `created_at`); either way the requests both were billed for
     (`sent`) are kept, in shard order, so the merged spend is what the shards spent.
     """
-    from crome.builder.store.calls import CALL_COLUMNS, FINAL_STATUSES
+    from crome.builder.store.calls import CALL_COLUMNS, CALL_STORED, FINAL_STATUSES
 
     final = ", ".join(f"'{x}'" for x in sorted(FINAL_STATUSES))
     take = f"(d.status NOT IN ({final}) AND i.status IN ({final}))"
     concat = ("CASE WHEN d.sent = '[]' THEN i.sent WHEN i.sent = '[]' THEN d.sent "
               "ELSE substr(d.sent, 1, length(d.sent) - 1) || ',' || substr(i.sent, 2) END")
     sets = [f"{c} = CASE WHEN {take} THEN i.{c} ELSE d.{c} END" for c in CALL_COLUMNS if c not in {"key", "created_at", "sent"}]
-    cols = ", ".join(CALL_COLUMNS)
+    cols = ", ".join(CALL_STORED)
     escaped = str(shard).replace("'", "''")
     store._query(f"ATTACH '{escaped}' AS _shard (READ_ONLY)")
     try:
         # 256 slices by a hash of the key, one transaction each: DuckDB holds what a transaction adds to an
         # indexed table in memory until it commits, so one transaction per shard would not fit its memory limit.
         for part in range(256):
-            where = f"hash(i.key) % 256 = {part}"
+            where = f"(i.k64 & 255) = {part}"
 
             def body(con) -> None:
                 con.execute(f"UPDATE oracle_calls AS d SET {', '.join(sets)}, sent = {concat} FROM _shard.oracle_calls AS i "
-                            f"WHERE d.key = i.key AND {where}")
+                            f"WHERE d.k64 = i.k64 AND d.key = i.key AND {where}")
                 con.execute(f"INSERT INTO oracle_calls ({cols}) SELECT {cols} FROM _shard.oracle_calls AS i "
-                            f"WHERE {where} AND i.key NOT IN (SELECT key FROM oracle_calls)")
+                            f"WHERE {where} AND NOT EXISTS (SELECT 1 FROM oracle_calls d WHERE d.k64 = i.k64 AND d.key = i.key)")
 
             store._transaction(body)
     finally:

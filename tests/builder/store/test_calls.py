@@ -196,3 +196,18 @@ def test_bloom_bulk_add_sets_the_same_bits_and_has_no_false_negatives():
     assert all(k in bulk for k in keys)
     others = [stable_hash(-i) for i in range(1, 5001)]
     assert sum(k in bulk for k in others) < 150  # ~1% at capacity
+
+
+def test_calls_sharing_a_k64_stay_apart(tmp_path, monkeypatch):
+    """Lookups and replacements go by the index value `k64`, then the key: two keys with one k64 never mix."""
+    import crome.builder.store.calls as calls_mod
+    import crome.builder.store.run_store as run_store_mod
+
+    monkeypatch.setattr(calls_mod, "key_k64", lambda key: 7)
+    monkeypatch.setattr(run_store_mod, "key_k64", lambda key: 7)
+    with RunStore.open(tmp_path) as store:
+        store.record_calls([record("a", rewrite="A1"), record("b", rewrite="B1")])
+        store.record_calls([record("a", rewrite="A2")])
+        got = store.get_calls(["a", "b", "c"])
+        assert {k: r.parsed["rewrite"] for k, r in got.items()} == {"a": "A2", "b": "B1"}
+        assert store._query("SELECT key, count(*) FROM oracle_calls GROUP BY key ORDER BY key") == [("a", 1), ("b", 1)]

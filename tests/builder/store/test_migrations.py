@@ -7,7 +7,8 @@ import pytest
 
 from crome.builder.store import MIGRATIONS, STORE_FILE, RunStore, RunStoreError
 
-NAMES = ["m001_initial", "m002_sources_in_order", "m003_calls_record_every_request_sent", "m004_keys_hold_only_what_the_oracle_reads", "m005_streaming_build"]
+NAMES = ["m001_initial", "m002_sources_in_order", "m003_calls_record_every_request_sent", "m004_keys_hold_only_what_the_oracle_reads", "m005_streaming_build",
+         "m006_calls_indexed_by_k64"]
 
 
 def test_migrations_apply_once_and_are_idempotent_on_reopen(tmp_path):
@@ -68,3 +69,29 @@ def test_a_failing_migration_is_rolled_back_and_retried(tmp_path):
     m099_fixed.__name__ = "m099_broken"
     with RunStore.open(tmp_path, migrations=[*MIGRATIONS, m099_fixed]) as store:
         assert store.applied_migrations() == [*NAMES, "m099_broken"]
+
+
+def test_m006_refiles_stored_calls_under_k64_and_keeps_keys_unique(tmp_path):
+    """A store made before m006 (calls under a primary key on `key`) keeps every call and finds it by `k64`."""
+    from datetime import datetime
+
+    from store_helpers import record
+
+    from crome.builder.store.calls import CALL_COLUMNS, CALL_SELECT, call_values, key_k64
+
+    keys = ["sha256:" + "ab" * 32, "k'quoted", "plain"]
+    with RunStore.open(tmp_path, migrations=MIGRATIONS[:5]) as store:
+        now = datetime(2026, 1, 1)
+        for k in keys:
+            store._query(f"INSERT INTO oracle_calls ({CALL_SELECT}) VALUES ({', '.join('?' for _ in CALL_COLUMNS)})",
+                         call_values(record(k), now, now)[: len(CALL_COLUMNS)])
+    with RunStore.open(tmp_path) as store:
+        assert store.applied_migrations() == NAMES
+        assert sorted(store.get_calls(keys)) == sorted(keys)
+        assert dict(store._query("SELECT key, k64 FROM oracle_calls")) == {k: key_k64(k) for k in keys}
+        assert store._query("SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'oracle_calls' AND constraint_type = 'PRIMARY KEY'") == [(0,)]
+        assert store._query("SELECT index_name FROM duckdb_indexes() WHERE table_name = 'oracle_calls'") == [("oracle_calls_k64",)]
+        store.record_calls([record("k'quoted", rewrite="Mars has two moons.")])  # a key recorded again replaces its call
+        assert store._query("SELECT count(*) FROM oracle_calls WHERE key = 'k''quoted'") == [(1,)]
+        assert store.get_call("k'quoted").parsed["rewrite"] == "Mars has two moons."
+        assert store.get_calls(["absent"]) == {}
