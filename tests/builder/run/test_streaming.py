@@ -75,13 +75,15 @@ def test_rows_and_decisions_equal_the_in_memory_build(tmp_path, monkeypatch, nam
 
 
 def test_the_batch_size_changes_nothing_and_runs_are_byte_identical(tmp_path, monkeypatch):
-    """Neither the flow's batch nor the export's sort buckets (rows bucketed by position, rejections read by pages of seq) change a byte."""
+    """Neither the flow's batch nor the export's sort buckets (rows bucketed by position, rejections read by pages of seq) nor how many rows
+    the bucketing holds change a byte."""
     from crome.builder.store import work
 
     outs = []
-    for i, (batch, part) in enumerate(((7, 10_000), (16, 7), (256, 5), (16, 10_000))):
+    for i, (batch, part, held) in enumerate(((7, 10_000, 4096), (16, 7, 4096), (256, 5, 3), (16, 10_000, 4096), (16, 7, 11))):
         monkeypatch.setattr(flow, "BATCH", batch)
         monkeypatch.setattr(work, "SORT_PART_ROWS", part)
+        monkeypatch.setattr(work, "HELD_ROWS", held)  # rows held before the buckets are written out
         run = tmp_path / f"run{i}"
         build(BuildConfig(source=str(RMB), out=str(run), limit=20, cross_prompt=True))
         outs.append(files(run))
