@@ -2,7 +2,8 @@
 
 Tables: `source_pairs` and `quarantined` (the normalised source), `oracle_calls` (the call cache:
 every LLM call as a replayable record, with every request sent for it and the usage it reported:
-what was billed), `artifacts` (rubrics per prompt, batch jobs, run state),
+what was billed; one record per key, found through an index of `k64`, a 64-bit value of the key),
+`artifacts` (rubrics per prompt, batch jobs, run state),
 `rows` and `rejections` (re-derived by each build), `meta`.
 
 Modules:

@@ -201,13 +201,13 @@ CALL_SELECT = ", ".join(CALL_COLUMNS)
 CALL_SELECT_REPLAY = ", ".join("'[]'" if c == "sent" else c for c in CALL_COLUMNS)
 CALL_INSERT_ROW = f"INSERT INTO oracle_calls ({', '.join(CALL_STORED)}) VALUES ({', '.join('?' for _ in CALL_STORED)})"
 CALL_INSERT_BATCH = f"INSERT INTO oracle_calls ({', '.join(CALL_STORED)}) SELECT {', '.join(CALL_STORED)} FROM {{batch}}"
+# Below this many records, binding parameters beats registering an arrow table (a few ms each, measured).
+SMALL_BATCH = 8
 
 
 def key_k64(key: str) -> int:
     """A call key's 64-bit index value (blake2b of the key, signed): what lookups find a call by, then compare keys."""
     return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "little", signed=True)
-# Below this many records, binding parameters beats registering an arrow table (a few ms each, measured).
-SMALL_BATCH = 8
 
 
 def call_values(record: CallRecord, created_at: datetime, updated_at: datetime) -> list[Any]:
