@@ -9,6 +9,7 @@ One writer: a run is opened for writing by one process at a time (see `lock`). R
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from dataclasses import replace
@@ -123,6 +124,7 @@ class RunStore:
         self._closed = False
         self._call_keys: Bloom | None = None  # the keys in oracle_calls, for a writer (see `_maybe_stored`)
         self._call_keys_n = 0
+        self._memory_mb: int | None = None  # the limit `limit_memory` set
 
     @property
     def path(self) -> Path:
@@ -241,6 +243,20 @@ class RunStore:
         """Cap DuckDB's own memory (sorts and joins spill to RUN_DIR/crome.duckdb.tmp beyond it); a build sets it."""
         with self._mutex:
             self._con.execute(f"SET memory_limit = '{int(megabytes)}MB'")
+            self._memory_mb = int(megabytes)
+
+    @contextlib.contextmanager
+    def more_memory(self, megabytes: int) -> Iterator[None]:
+        """Raise the limit set by `limit_memory` by `megabytes` for one step, then restore it (no limit set: nothing to do)."""
+        base = self._memory_mb
+        if base is None or megabytes <= 0:
+            yield
+            return
+        self.limit_memory(base + int(megabytes))
+        try:
+            yield
+        finally:
+            self.limit_memory(base)
 
     # -- sources --
 
