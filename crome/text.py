@@ -203,10 +203,12 @@ def language_similarity(original: str, rewrite: str) -> float | None:
     s2, l2, n2 = language_profile(rewrite)
     if n1 < MIN_LETTERS or n2 < MIN_LETTERS:
         return None
+    # Summed in sorted order: a set's order follows the process's string hashing, and floats summed in
+    # another order differ in their last bits, which flipped a `< 0.5` check between two runs.
     sim = 0.0
-    for script in s1.keys() & s2.keys():
+    for script in sorted(s1.keys() & s2.keys()):
         shared = min(s1[script], s2[script])
         if script == "latin" and l1 and l2:
-            shared *= sum(min(l1[k], l2[k]) for k in l1.keys() & l2.keys())
+            shared *= sum(min(l1[k], l2[k]) for k in sorted(l1.keys() & l2.keys()))
         sim += shared
     return sim
