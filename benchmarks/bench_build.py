@@ -123,7 +123,10 @@ def child_merge(shards: list[str], out: str) -> dict:
 
 
 def child(args: list[str]) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", json.dumps(args)], check=True, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, __file__, "--child", json.dumps(args)], capture_output=True, text=True)
+    if out.returncode != 0:  # the child's own error, not only its exit status
+        sys.stderr.write(out.stderr[-20000:])
+        raise SystemExit(f"{args[0]} {args[2] if args[0] == 'build' else ''} failed (exit {out.returncode}); its error is above")
     return json.loads(out.stdout.splitlines()[-1])
 
 
