@@ -76,8 +76,8 @@ TASKS: tuple[str, ...] = tuple(t for s in STAGES for t in s.tasks)  # every temp
 # value of each key (`k64`, store migration m006), ~40 bytes per call, ~0.25 KB per source pair at the
 # rules oracle's ~6 calls per pair; the source's two integer keys add ~25 bytes per pair. (Over the
 # 64-character keys it was ~120 bytes per call: a 20k-pair build ran out of a flat 128 MB, and the limit
-# grew 1 KB per pair.) So the limit is a base for the working set plus 320 bytes per source pair: the one
-# part of a build's memory that grows with its source, about 90 MB more at 300k pairs than at 10k.
+# grew 1 KB per pair.) So the limit is a base for the working set plus 320 bytes per source pair (about 90 MB more at
+# 300k pairs than at 10k); the export's sorts add 320 bytes per row while they run (`work.SORT_KEY_BYTES`).
 MEMORY_MB = 192
 INDEX_BYTES_PER_PAIR = 320
 

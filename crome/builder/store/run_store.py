@@ -65,7 +65,8 @@ def k64_where(keys: Sequence[str]) -> str:
     """`k64 IN (...)`: the stored calls that may be those of `keys` (compare their keys), read from the table's index.
 
     A constant list on the indexed column alone: DuckDB leaves its index unused for `IN (SELECT unnest(?))`
-    (a hash join over the whole table) and for a conjunction with the keys themselves (both ~80 ms at 1.6M calls, 4 ms so)."""
+    (a hash join over the whole table) and for a conjunction with the keys themselves: 80-90 ms for 50 keys among
+    1.6M calls, against 4 ms this way."""
     return f"k64 IN ({', '.join(str(key_k64(k)) for k in keys)})"
 
 
