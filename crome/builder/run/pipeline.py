@@ -77,7 +77,7 @@ TASKS: tuple[str, ...] = tuple(t for s in STAGES for t in s.tasks)  # every temp
 # rules oracle's ~6 calls per pair; the source's two integer keys add ~25 bytes per pair. (Over the
 # 64-character keys it was ~120 bytes per call: a 20k-pair build ran out of a flat 128 MB, and the limit
 # grew 1 KB per pair.) So the limit is a base for the working set plus 320 bytes per source pair (about 90 MB more at
-# 300k pairs than at 10k); the export's sorts add 320 bytes per row while they run (`work.SORT_KEY_BYTES`).
+# 300k pairs than at 10k). The export sorts ranges of ~65k rows (`work.SORT_RANGE_ROWS`), within the base.
 MEMORY_MB = 192
 INDEX_BYTES_PER_PAIR = 320
 

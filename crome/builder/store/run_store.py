@@ -9,7 +9,6 @@ One writer: a run is opened for writing by one process at a time (see `lock`). R
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 from dataclasses import replace
@@ -245,19 +244,6 @@ class RunStore:
         with self._mutex:
             self._con.execute(f"SET memory_limit = '{int(megabytes)}MB'")
             self._memory_mb = int(megabytes)
-
-    @contextlib.contextmanager
-    def more_memory(self, megabytes: int) -> Iterator[None]:
-        """Raise the limit set by `limit_memory` by `megabytes` for one step, then restore it (no limit set: nothing to do)."""
-        base = self._memory_mb
-        if base is None or megabytes <= 0:
-            yield
-            return
-        self.limit_memory(base + int(megabytes))
-        try:
-            yield
-        finally:
-            self.limit_memory(base)
 
     # -- sources --
 

@@ -41,10 +41,12 @@ _SOURCE_COLUMNS = ", ".join(f'"{c}"' for c in tables.SOURCE_SCHEMA.names if c !=
 ROW_ORDER = "source_id, kind_ord, augmentation, coalesce(attribute, ''), id"
 SORT_PART_ROWS = 10_000  # rows per bucket of the export's out-of-core sort (about 30 MB of row JSON)
 SORT_DIR_PREFIX = ".crome-sort-"
-# What DuckDB needs to sort the order columns of one row (measured: 270 MB for the 960,612 rows of a 300k-pair
-# build). DuckDB 2.0.1 did not spill that sort far enough: with the call cache's index resident, the 300k build's
-# export ran out of memory at its 283 MB limit. The export's two sorts get this much more limit while they run.
-SORT_KEY_BYTES = 320
+# The export sorts the order columns one range of source ids at a time, about this many rows each, and puts the
+# ranges end to end. One sort of them all took 270 MB for the 960,612 rows of a 300k-pair build (DuckDB 2.0.1 did not
+# spill it far enough, and the build ran out of memory at its limit once the call cache's index was resident); a
+# range of this size takes ~20 MB whatever the number of rows.
+SORT_RANGE_ROWS = 65_536
+SAMPLES_PER_RANGE = 64  # source ids sampled per range to place the ranges' boundaries (they move no row's position)
 HELD_ROWS = 4096  # rows the export's bucketing holds before writing them out, whatever the number of buckets
 
 
@@ -226,8 +228,9 @@ class BuildTables:
         """The finished rows' JSON in export order (ROW_ORDER), in memory independent of the number of rows.
 
         DuckDB cannot sort rows whose payload outgrows its memory limit (each row's JSON is kilobytes:
-        a 20k-pair build's export ran out of memory), so it sorts the order columns alone, which gives
-        every stored row its position in the export (8 bytes per row held here). The rows are then read
+        a 20k-pair build's export ran out of memory), so it sorts the order columns alone, a range of
+        source ids at a time (`_source_ranges`), which gives every stored row its position in the export
+        (8 bytes per row held here, 24 while the positions are inverted). The rows are then read
         once in storage order and bucketed by position, `part_rows` per bucket, into Arrow files in a
         temporary folder of the run; each bucket is read back in turn, put in order and yielded.
         """
@@ -240,8 +243,13 @@ class BuildTables:
         import numpy as np
         import pyarrow.compute as pc
 
-        with self.store.more_memory(n * SORT_KEY_BYTES // 2**20):
-            in_order = np.fromiter((r for (r,) in self.store._stream(f"SELECT rowid FROM build_rows ORDER BY {ROW_ORDER}")), np.int64, n)
+        in_order = np.empty(n, np.int64)
+        got = 0
+        for where, params in self._source_ranges(n):
+            for (r,) in self.store._stream(f"SELECT rowid FROM build_rows WHERE {where} ORDER BY {ROW_ORDER}", params):
+                in_order[got] = r
+                got += 1
+        assert got == n, (got, n)
         by_rowid = np.argsort(in_order, kind="stable")  # position of the k-th smallest rowid
         rowids = in_order[by_rowid]
         schema = pa.schema([("pos", pa.int64()), ("data", pa.string())])
@@ -303,14 +311,25 @@ class BuildTables:
         """`rows` and `rejections` (the tables SQL users read) from the export just written."""
         cols = ", ".join(c for c in tables.REJECTION_SCHEMA.names if c != "ord")
 
+        (n,) = self.store._query("SELECT count(*) FROM build_rows")[0]
+        ranges = self._source_ranges(n)
+
         def body(con) -> None:
             con.execute("DELETE FROM rows")
-            # The positions from a sort of the order columns alone, joined back by rowid: a window over whole
-            # rows would hold every row's JSON in DuckDB's memory at once.
-            con.execute(
-                f"""INSERT INTO rows WITH o AS (SELECT rowid AS r, row_number() OVER (ORDER BY {ROW_ORDER}) - 1 AS ord FROM build_rows)
-                    SELECT o.ord, b.id, b.source_id, b.kind, b.augmentation, b.attribute, b.data FROM build_rows AS b JOIN o ON b.rowid = o.r"""
-            )
+            # The positions from a sort of the order columns alone, joined back by rowid (a window over whole rows
+            # would hold every row's JSON in DuckDB's memory at once), one range of source ids at a time as the
+            # export sorts them: each range's positions follow the previous range's.
+            start = 0
+            for where, params in ranges:
+                b_where = where.replace("source_id", "b.source_id")
+                con.execute(
+                    f"""INSERT INTO rows WITH o AS (SELECT rowid AS r, {start} + row_number() OVER (ORDER BY {ROW_ORDER}) - 1 AS ord
+                                                    FROM build_rows WHERE {where})
+                        SELECT o.ord, b.id, b.source_id, b.kind, b.augmentation, b.attribute, b.data
+                        FROM build_rows AS b JOIN o ON b.rowid = o.r WHERE {b_where}""",
+                    params + params,
+                )
+                start += con.execute(f"SELECT count(*) FROM build_rows WHERE {where}", params).fetchone()[0]
             con.execute("DELETE FROM rejections")
             (n,) = con.execute("SELECT count(*) FROM quarantined").fetchone()
             con.execute(
@@ -319,9 +338,26 @@ class BuildTables:
             )
             con.execute(f"INSERT INTO rejections SELECT seq + {n}, {cols} FROM build_rejections")
 
-        (n,) = self.store._query("SELECT count(*) FROM build_rows")[0]
-        with self.store.more_memory(n * SORT_KEY_BYTES // 2**20):
-            self.store._transaction(body)
+        self.store._transaction(body)
+
+    def _source_ranges(self, n: int) -> list[tuple[str, list[str]]]:
+        """Ranges of `source_id` (a SQL condition and its parameters) that split `n` rows into about SORT_RANGE_ROWS each.
+
+        `source_id` leads ROW_ORDER, so the rows sorted range by range and put end to end are the rows
+        sorted as one. The boundaries are quantiles of a sample of the rows' source ids: where they fall
+        changes only how many rows a range holds (every row of a source id is in the same range), not
+        the order, so the sample need not be repeatable.
+        """
+        count = -(-n // SORT_RANGE_ROWS)
+        if count <= 1:
+            return [("TRUE", [])]
+        sample = sorted(s for (s,) in self.store._query(
+            f"SELECT source_id FROM build_rows USING SAMPLE reservoir({count * SAMPLES_PER_RANGE} ROWS) REPEATABLE (17)"))
+        bounds = sorted({sample[i * len(sample) // count] for i in range(1, count)})
+        ranges = [("source_id < ?", [bounds[0]])]
+        ranges += [("source_id >= ? AND source_id < ?", [lo, hi]) for lo, hi in zip(bounds, bounds[1:])]
+        ranges.append(("source_id >= ?", [bounds[-1]]))
+        return ranges
 
 
 def import_calls(store: "RunStore", shard: Path) -> None:

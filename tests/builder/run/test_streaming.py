@@ -75,15 +75,17 @@ def test_rows_and_decisions_equal_the_in_memory_build(tmp_path, monkeypatch, nam
 
 
 def test_the_batch_size_changes_nothing_and_runs_are_byte_identical(tmp_path, monkeypatch):
-    """Neither the flow's batch nor the export's sort buckets (rows bucketed by position, rejections read by pages of seq) nor how many rows
-    the bucketing holds change a byte."""
+    """Neither the flow's batch nor the export's sort buckets (rows bucketed by position, rejections read by pages of seq), how many rows
+    the bucketing holds, nor how many rows the order's ranges of source ids hold change a byte (the files and the `rows` table)."""
     from crome.builder.store import work
 
     outs = []
-    for i, (batch, part, held) in enumerate(((7, 10_000, 4096), (16, 7, 4096), (256, 5, 3), (16, 10_000, 4096), (16, 7, 11))):
+    variants = ((7, 10_000, 4096, 65_536), (16, 7, 4096, 65_536), (256, 5, 3, 9), (16, 10_000, 4096, 4), (16, 7, 11, 30))
+    for i, (batch, part, held, ranges) in enumerate(variants):
         monkeypatch.setattr(flow, "BATCH", batch)
         monkeypatch.setattr(work, "SORT_PART_ROWS", part)
         monkeypatch.setattr(work, "HELD_ROWS", held)  # rows held before the buckets are written out
+        monkeypatch.setattr(work, "SORT_RANGE_ROWS", ranges)  # the order columns sorted a range of source ids at a time
         run = tmp_path / f"run{i}"
         build(BuildConfig(source=str(RMB), out=str(run), limit=20, cross_prompt=True))
         outs.append(files(run))

@@ -95,18 +95,3 @@ def test_m006_refiles_stored_calls_under_k64_and_keeps_keys_unique(tmp_path):
         assert store._query("SELECT count(*) FROM oracle_calls WHERE key = 'k''quoted'") == [(1,)]
         assert store.get_call("k'quoted").parsed["rewrite"] == "Mars has two moons."
         assert store.get_calls(["absent"]) == {}
-
-
-def test_more_memory_raises_the_limit_for_one_step_and_restores_it(tmp_path):
-    with RunStore.open(tmp_path) as store:
-        limit = lambda: store._query("SELECT current_setting('memory_limit')")[0][0]  # noqa: E731
-        with store.more_memory(64):
-            unset = limit()  # no limit set by the build: nothing changes
-        store.limit_memory(200)
-        base = limit()
-        with store.more_memory(100):
-            raised = limit()
-        assert limit() == base != raised and unset != raised
-        with pytest.raises(RuntimeError), store.more_memory(100):
-            raise RuntimeError("a failed step restores the limit too")
-        assert limit() == base
