@@ -346,7 +346,8 @@ class BuildTables:
         `source_id` leads ROW_ORDER, so the rows sorted range by range and put end to end are the rows
         sorted as one. The boundaries are quantiles of a sample of the rows' source ids: where they fall
         changes only how many rows a range holds (every row of a source id is in the same range), not
-        the order, so the sample need not be repeatable.
+        the order, so the sample need not be repeatable. Python sorts the sampled ids by code point and
+        DuckDB compares VARCHARs by their UTF-8 bytes: the same order.
         """
         count = -(-n // SORT_RANGE_ROWS)
         if count <= 1:
