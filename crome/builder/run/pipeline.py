@@ -77,7 +77,8 @@ TASKS: tuple[str, ...] = tuple(t for s in STAGES for t in s.tasks)  # every temp
 # rules oracle's ~6 calls per pair; the source's two integer keys add ~25 bytes per pair. (Over the
 # 64-character keys it was ~120 bytes per call: a 20k-pair build ran out of a flat 128 MB, and the limit
 # grew 1 KB per pair.) So the limit is a base for the working set plus 320 bytes per source pair (about 90 MB more at
-# 300k pairs than at 10k). The export sorts ranges of ~65k rows (`work.SORT_RANGE_ROWS`), within the base.
+# 300k pairs than at 10k). The export reopens the store first, which releases the indexes, and runs within the
+# base alone; it sorts ranges of ~65k rows (`work.SORT_RANGE_ROWS`).
 MEMORY_MB = 192
 INDEX_BYTES_PER_PAIR = 320
 
@@ -320,7 +321,16 @@ class Builder:
         )
         if finish is not None:
             finish(summary, self)
-        export(self.store, owned, self.tables, summary, writer=writer, progress=self.progress_file)
+        # DuckDB's indexes stay in memory once used (the call cache's grows with the source); the export uses
+        # none of them, so the store is reopened to release them and the export gets the base limit alone.
+        limit = self.store.memory_mb
+        self.store.reopen()
+        self.store.limit_memory(MEMORY_MB)
+        try:
+            export(self.store, owned, self.tables, summary, writer=writer, progress=self.progress_file)
+        finally:
+            if limit is not None:
+                self.store.limit_memory(limit)  # a batch build's next pass loads the call index again
         self.progress_file.update(stage="done", status=summary["status"], force=True)
         return BuildResult(Path(cfg.out), summary, summary["counts"]["rows"], stopped)
 

@@ -95,3 +95,25 @@ def test_m006_refiles_stored_calls_under_k64_and_keeps_keys_unique(tmp_path):
         assert store._query("SELECT count(*) FROM oracle_calls WHERE key = 'k''quoted'") == [(1,)]
         assert store.get_call("k'quoted").parsed["rewrite"] == "Mars has two moons."
         assert store.get_calls(["absent"]) == {}
+
+
+def test_reopen_releases_duckdbs_indexes_and_keeps_the_limit_the_lock_and_the_data(tmp_path):
+    from store_helpers import record
+
+    keys = [f"sha256:{i:064x}" for i in range(20_000)]
+    art = "SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() WHERE tag = 'ART_INDEX'"
+    limit = "SELECT current_setting('memory_limit')"
+    with RunStore.open(tmp_path) as store:
+        store.record_calls([record(k) for k in keys])
+    with RunStore.open(tmp_path) as store:  # a fresh process: the index is loaded when a lookup needs it
+        store.limit_memory(150)
+        before = store._query(limit)
+        assert store._query(art) == [(0,)]
+        assert len(store.get_calls(keys[:500])) == 500
+        assert store._query(art)[0][0] > 0
+        store.reopen()
+        assert store._query(art) == [(0,)]  # released
+        assert store.memory_mb == 150 and store._query(limit) == before
+        with pytest.raises(RunStoreError):
+            RunStore.open(tmp_path)  # the run lock is still held
+        assert store.get_call(keys[-1]) is not None and len(store.get_calls(keys[:3])) == 3  # loaded again on use
