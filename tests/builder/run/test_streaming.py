@@ -126,3 +126,23 @@ def test_sigkill_at_three_points_of_the_streaming_export_then_resume(tmp_path):
         assert files(run) == expected, point
         summary = json.loads((run / "summary.json").read_text())
         assert summary["oracle_calls"]["new"] == 0  # every call replayed from the store
+
+
+def test_the_export_runs_with_duckdbs_indexes_released_and_the_base_limit(tmp_path, monkeypatch):
+    """The build reopens its store before the export: the call index the loop loaded is released, and the export gets MEMORY_MB alone."""
+    from crome.builder.run import pipeline
+
+    seen = {}
+    real = pipeline.export
+
+    def spy(store, *args, **kwargs):
+        (seen["art"],) = store._query("SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() WHERE tag = 'ART_INDEX'")[0]
+        seen["limit"] = store.memory_mb
+        return real(store, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "export", spy)
+    monkeypatch.setattr(pipeline, "INDEX_BYTES_PER_PAIR", 2**20)  # a limit that grows 1 MB per pair: 192 + 20 MB in the loop
+    run = tmp_path / "run"
+    build(BuildConfig(source=str(RMB), out=str(run), limit=20))
+    assert seen == {"art": 0, "limit": pipeline.MEMORY_MB}
+    assert (run / "summary.json").exists()
