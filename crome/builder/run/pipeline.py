@@ -77,10 +77,13 @@ TASKS: tuple[str, ...] = tuple(t for s in STAGES for t in s.tasks)  # every temp
 # rules oracle's ~6 calls per pair; the source's two integer keys add ~25 bytes per pair. (Over the
 # 64-character keys it was ~120 bytes per call: a 20k-pair build ran out of a flat 128 MB, and the limit
 # grew 1 KB per pair.) So the limit is a base for the working set plus 320 bytes per source pair (about 90 MB more at
-# 300k pairs than at 10k). The export reopens the store first, which releases the indexes, and runs within the
-# base alone; it sorts ranges of ~65k rows (`work.SORT_RANGE_ROWS`).
+# 300k pairs than at 10k). The export reopens the store first, which releases the indexes, and runs within
+# EXPORT_MEMORY_MB: it sorts ranges of ~65k rows (`work.SORT_RANGE_ROWS`) and spills the rest. At 192 MB DuckDB
+# filled its cache with the 300k build's blocks (~166 MB, against ~92 MB at 10k); at 128 MB the 300k store's
+# whole export ran in 246 s, and a 10k build's export never used more (benchmarks/RESULTS.md).
 MEMORY_MB = 192
 INDEX_BYTES_PER_PAIR = 320
+EXPORT_MEMORY_MB = 128
 
 
 def duckdb_memory_mb(pairs: int) -> int:
@@ -322,10 +325,10 @@ class Builder:
         if finish is not None:
             finish(summary, self)
         # DuckDB's indexes stay in memory once used (the call cache's grows with the source); the export uses
-        # none of them, so the store is reopened to release them and the export gets the base limit alone.
+        # none of them, so the store is reopened to release them and the export gets its own limit, under the base.
         limit = self.store.memory_mb
         self.store.reopen()
-        self.store.limit_memory(MEMORY_MB)
+        self.store.limit_memory(EXPORT_MEMORY_MB)
         try:
             export(self.store, owned, self.tables, summary, writer=writer, progress=self.progress_file)
         finally:

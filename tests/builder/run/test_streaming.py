@@ -76,12 +76,15 @@ def test_rows_and_decisions_equal_the_in_memory_build(tmp_path, monkeypatch, nam
 
 def test_the_batch_size_changes_nothing_and_runs_are_byte_identical(tmp_path, monkeypatch):
     """Neither the flow's batch nor the export's sort buckets (rows bucketed by position, rejections read by pages of seq), how many rows
-    the bucketing holds, nor how many rows the order's ranges of source ids hold change a byte (the files and the `rows` table)."""
+    the bucketing holds, how many rows the order's ranges of source ids hold, nor how many rows a row group is converted from at a
+    time change a byte (the files and the `rows` table)."""
+    from crome.builder.run import export as export_
     from crome.builder.store import work
 
     outs = []
-    variants = ((7, 10_000, 4096, 65_536), (16, 7, 4096, 65_536), (256, 5, 3, 9), (16, 10_000, 4096, 4), (16, 7, 11, 30))
-    for i, (batch, part, held, ranges) in enumerate(variants):
+    variants = ((7, 10_000, 4096, 65_536, 1000), (16, 7, 4096, 65_536, 3), (256, 5, 3, 9, 1000), (16, 10_000, 4096, 4, 2), (16, 7, 11, 30, 1))
+    for i, (batch, part, held, ranges, convert) in enumerate(variants):
+        monkeypatch.setattr(export_, "CONVERT_CHUNK", convert)  # a row group built from Arrow tables of this many rows
         monkeypatch.setattr(flow, "BATCH", batch)
         monkeypatch.setattr(work, "SORT_PART_ROWS", part)
         monkeypatch.setattr(work, "HELD_ROWS", held)  # rows held before the buckets are written out
@@ -129,7 +132,7 @@ def test_sigkill_at_three_points_of_the_streaming_export_then_resume(tmp_path):
 
 
 def test_the_export_runs_with_duckdbs_indexes_released_and_the_base_limit(tmp_path, monkeypatch):
-    """The build reopens its store before the export: the call index the loop loaded is released, and the export gets MEMORY_MB alone."""
+    """The build reopens its store before the export: the call index the loop loaded is released, and the export gets EXPORT_MEMORY_MB."""
     from crome.builder.run import pipeline
 
     seen = {}
@@ -144,5 +147,33 @@ def test_the_export_runs_with_duckdbs_indexes_released_and_the_base_limit(tmp_pa
     monkeypatch.setattr(pipeline, "INDEX_BYTES_PER_PAIR", 2**20)  # a limit that grows 1 MB per pair: 192 + 20 MB in the loop
     run = tmp_path / "run"
     build(BuildConfig(source=str(RMB), out=str(run), limit=20))
-    assert seen == {"art": 0, "limit": pipeline.MEMORY_MB}
+    assert seen == {"art": 0, "limit": pipeline.EXPORT_MEMORY_MB}
     assert (run / "summary.json").exists()
+
+
+def test_a_row_group_converted_a_few_rows_at_a_time_has_the_same_bytes(monkeypatch):
+    """The export turns rows into Python objects CONVERT_CHUNK at a time (they are ~25 KB each) and writes a row group
+    of WRITE_CHUNK: the bytes do not depend on CONVERT_CHUNK. Rows of 32 KB each overflow Parquet's 1 MB dictionary and
+    page sizes, where a row group written from a table of several chunks would be cut differently."""
+    import hashlib
+    import io
+
+    from crome.builder.run import export as export_
+    from crome.schemas import DatasetRow, arrow_schema
+
+    sys.path.insert(0, str(REPO / "tests" / "builder" / "store"))
+    from store_helpers import row
+
+    rows = [row(i % 5).model_copy(update={"source_id": f"{i}-" + "abcdefgh" * 4000}).model_dump_json() for i in range(60)]
+
+    def written(convert: int) -> str:
+        monkeypatch.setattr(export_, "CONVERT_CHUNK", convert)
+        buf = io.BytesIO()
+        table = export_._row_table(iter(rows), 60)
+        assert table.num_rows == 60
+        with pq.ParquetWriter(buf, arrow_schema(DatasetRow)) as w:
+            w.write_table(table, row_group_size=60)
+        return hashlib.sha256(buf.getvalue()).hexdigest()
+
+    assert written(1) == written(7) == written(1000)
+    assert export_._row_table(iter(rows[:3]), 10).num_rows == 3  # the iterator's end
