@@ -272,9 +272,22 @@ def _prepare(con: duckdb.DuckDBPyConnection, source: AuditSource) -> None:
     _answer_view(con)
 
 
+# A substring every match of a pattern holds: the regex runs only on the answers that have one (`list` has none).
+_PATTERN_GATES = {"header": ("#", "=", "--"), "bold": ("**", "__"), "code": ("```", "~~~")}
+# Words: whitespace-separated tokens (space, tab, line ends, form feed, vertical tab), counted by splitting on spaces
+# and leaving out the empty pieces; as Python's `str.split()` on ASCII whitespace, and 4x cheaper than a regex split.
+_WORDS = ("len(list_filter(string_split(replace(replace(replace(replace(replace(text, chr(10), ' '), chr(9), ' '), "
+          "chr(13), ' '), chr(12), ' '), chr(11), ' '), ' '), lambda x: x <> ''))")
+
+
 def _answer_view(con: duckdb.DuckDBPyConnection) -> None:
-    """One row per answer (side chosen / rejected) with its length and formatting flags."""
-    flags = ", ".join(f"regexp_matches(text, '{pat}') AS has_{name}" for name, pat in PATTERNS.items())
+    """One row per answer (side chosen / rejected) with its length and formatting flags (a view: `--sql` can use it too)."""
+    def flag(name: str, pat: str) -> str:
+        gate = " OR ".join(f"contains(text, '{g}')" for g in _PATTERN_GATES.get(name, ()))
+        match = f"regexp_matches(text, '{pat}')"
+        return f"{f'CASE WHEN {gate} THEN {match} ELSE false END' if gate else match} AS has_{name}"
+
+    flags = ", ".join(flag(name, pat) for name, pat in PATTERNS.items())
     con.execute(f"""
         CREATE TEMP VIEW answers AS
         WITH a AS (
@@ -282,9 +295,7 @@ def _answer_view(con: duckdb.DuckDBPyConnection) -> None:
             UNION ALL
             SELECT id, split, kind, augmentation, preference, 'rejected', coalesce(rejected[1].content, '') FROM pairs
         )
-        SELECT *, length(text) AS chars,
-               CASE WHEN trim(text) = '' THEN 0 ELSE len(regexp_split_to_array(trim(text), '\\s+')) END AS words,
-               {flags}
+        SELECT *, length(text) AS chars, {_WORDS} AS words, {flags}
         FROM a
     """)
 
@@ -333,6 +344,9 @@ def audit(path: str | Path, *, samples: int = 3, seed: int = 0, memory_limit: st
 
 def _audit(con: duckdb.DuckDBPyConnection, source: AuditSource, *, samples: int, seed: int) -> AuditReport:
     total = con.execute("SELECT count(*) FROM pairs").fetchone()[0]
+    # The per-answer figures once, for the lengths, the formatting and the histogram: one scan of the answers, not four.
+    con.execute(f"CREATE OR REPLACE TEMP TABLE answer_stats AS SELECT kind, side, chars, words, "
+                f"{', '.join(f'has_{name}' for name in PATTERNS)} FROM answers")
     sections = [
         _section(con, "by_split", "Rows by split",
                  "SELECT split, count(*) AS rows FROM pairs GROUP BY split ORDER BY split = 'test', split"),
@@ -355,7 +369,7 @@ def _audit(con: duckdb.DuckDBPyConnection, source: AuditSource, *, samples: int,
             SELECT kind, side, count(*) AS answers,
                    avg(chars) AS mean_chars, median(chars) AS median_chars,
                    avg(words) AS mean_words, median(words) AS median_words
-            FROM answers GROUP BY kind, side ORDER BY {_KIND_SORT}, side"""),
+            FROM answer_stats GROUP BY kind, side ORDER BY {_KIND_SORT}, side"""),
         _section(con, "length_shortcut", "Length shortcut: strict pairs whose chosen answer is longer", f"""
             SELECT * FROM (
                 SELECT coalesce(kind, 'all') AS kind, count(*) AS strict_pairs,
@@ -375,7 +389,7 @@ def _audit(con: duckdb.DuckDBPyConnection, source: AuditSource, *, samples: int,
                    avg(has_code::INT) AS code_rate,
                    avg((has_header OR has_bold OR has_code)::INT) AS markdown_rate,
                    avg(has_list::INT) AS list_rate
-            FROM answers GROUP BY kind, side ORDER BY {_KIND_SORT}, side""",
+            FROM answer_stats GROUP BY kind, side ORDER BY {_KIND_SORT}, side""",
                  note="markdown = a header, bold text or a code fence; list = a bulleted or numbered line."),
     ]
     if source.rejections:
@@ -468,14 +482,14 @@ def _split_overlap(con: duckdb.DuckDBPyConnection) -> Section:
 
 
 def _histogram(con: duckdb.DuckDBPyConnection) -> Histogram:
-    cap = con.execute("SELECT coalesce(quantile_disc(chars, 0.99), 0) FROM answers").fetchone()[0]
+    cap = con.execute("SELECT coalesce(quantile_disc(chars, 0.99), 0) FROM answer_stats").fetchone()[0]
     raw = max(1.0, cap / HISTOGRAM_BINS)
     # A round bin width (1, 2 or 5 times a power of ten) so that axis labels read well.
     magnitude = 10 ** math.floor(math.log10(raw))
     width = int(next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw))
     counts: dict[str, dict[str, list[int]]] = {}
     for kind, side, b, n in con.execute(
-        "SELECT kind, side, least(chars // ?, ?) AS bin, count(*) FROM answers GROUP BY ALL", [width, HISTOGRAM_BINS]
+        "SELECT kind, side, least(chars // ?, ?) AS bin, count(*) FROM answer_stats GROUP BY ALL", [width, HISTOGRAM_BINS]
     ).fetchall():
         sides = counts.setdefault(kind, {"chosen": [0] * (HISTOGRAM_BINS + 1), "rejected": [0] * (HISTOGRAM_BINS + 1)})
         sides[side][int(b)] = int(n)

@@ -91,6 +91,35 @@ def test_length_statistics_match_plain_python(run):
         assert sum(sides["chosen"]) == n and sum(sides["rejected"]) == n
 
 
+EDGE_TEXTS = [
+    "\nStarts with a line end", "Ends with line ends\n\n", "  two   spaces\tand a tab ", "form\ffeed and\vvertical tab", "", "   ",
+    "Title\n=====\nbody", "Title\n---\nbody", "a = b -- c", "# Header", "#hashtag only", "x ** y ** z", "__init__ and __main__",
+    "**bold**", "~~~\ncode\n~~~", "  ```py\nx\n```", "- item", "1. first", "3) third", "a-b * c", "• bullet",
+]
+
+
+def test_word_counts_and_gated_format_flags_on_edge_cases(tmp_path):
+    """Words are `str.split()` tokens (line ends at the end are no word: the regex split counted one); a format flag whose regex runs only on answers holding
+    one of its substrings is the regex's own answer on every text."""
+    from crome.builder.hub.audit import PATTERNS
+
+    prov = Provenance(oracle="source", builder_version="0.1.0", seed=0)
+    rows = [DatasetRow.make(prompt=[user(f"q{i}")], chosen=t, rejected=f"other {i}", preference=1.0, kind="original",
+                            augmentation="original", source_id=f"sha256:{i}", provenance=prov) for i, t in enumerate(EDGE_TEXTS)]
+    path = tmp_path / "edge.parquet"
+    pq.write_table(to_table(rows, DatasetRow), path)
+    report = audit(path, samples=0)
+    got = _by(report.section("lengths").records(), "kind", "side")[("original", "chosen")]
+    assert got["mean_words"] == pytest.approx(statistics.mean(len(t.split()) for t in EDGE_TEXTS))
+    con = duckdb.connect()
+    expected = {name: [bool(con.execute("SELECT regexp_matches(?, ?)", [t, pat]).fetchone()[0]) for t in EDGE_TEXTS]
+                for name, pat in PATTERNS.items()}
+    fmt = _by(report.section("formatting").records(), "kind", "side")[("original", "chosen")]
+    for name in ("header", "bold", "code", "list"):
+        assert fmt[f"{name}_rate"] == pytest.approx(sum(expected[name]) / len(EDGE_TEXTS)), name
+    assert all(sum(v) > 0 for v in expected.values())  # every pattern matches some edge text
+
+
 def test_duplicates_count_repeats_identical_sides_and_dropped_candidates(tmp_path):
     run = make_run(tmp_path)
     prov = Provenance(oracle="source", builder_version="0.1.0", seed=0)
