@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import duckdb
+
 from crome.builder.oracles import get_oracle
 from crome.builder.oracles.base import Oracle
 from crome.builder.run.config import BuildConfig, display_source
@@ -330,7 +332,16 @@ class Builder:
         self.store.reopen()
         self.store.limit_memory(EXPORT_MEMORY_MB)
         try:
-            export(self.store, owned, self.tables, summary, writer=writer, progress=self.progress_file)
+            try:
+                export(self.store, owned, self.tables, summary, writer=writer, progress=self.progress_file)
+            except duckdb.OutOfMemoryException as e:
+                # EXPORT_MEMORY_MB was measured up to 300k pairs. An export is all or nothing (a failed one leaves the
+                # previous files), so one that outgrows it runs again at the build's own limit instead of failing the run.
+                again = max(limit or MEMORY_MB, MEMORY_MB)
+                log.warning("the export ran out of DuckDB's %d MB (%s); exporting again within %d MB",
+                            EXPORT_MEMORY_MB, str(e).splitlines()[0], again)
+                self.store.limit_memory(again)
+                export(self.store, owned, self.tables, summary, writer=writer, progress=self.progress_file)
         finally:
             if limit is not None:
                 self.store.limit_memory(limit)  # a batch build's next pass loads the call index again

@@ -151,6 +151,38 @@ def test_the_export_runs_with_duckdbs_indexes_released_and_the_base_limit(tmp_pa
     assert (run / "summary.json").exists()
 
 
+def test_an_export_out_of_duckdb_memory_runs_again_at_the_builds_limit(tmp_path, monkeypatch, caplog):
+    """EXPORT_MEMORY_MB was measured up to 300k pairs: an export that outgrows it is run again (it is all or nothing) within the
+    build's limit, and the files are those of a build that never ran out."""
+    import duckdb
+
+    from crome.builder.run import pipeline
+
+    expected_run = tmp_path / "plain"
+    build(BuildConfig(source=str(RMB), out=str(expected_run), limit=20))
+    real, limits = pipeline.export, []
+
+    def first_runs_out(store, *args, **kwargs):
+        limits.append(store.memory_mb)
+        if len(limits) == 1:
+            real(store, *args, **kwargs)  # writes and commits the files, then runs out publishing the SQL rows
+            raise duckdb.OutOfMemoryException("Out of Memory Error: could not allocate block of size 256.0 KiB (128.0 MiB/128.0 MiB used)")
+        return real(store, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "export", first_runs_out)
+    run = tmp_path / "run"
+    with caplog.at_level("WARNING", logger="crome.builder.run.pipeline"):
+        build(BuildConfig(source=str(RMB), out=str(run), limit=20))
+    assert limits[0] == pipeline.EXPORT_MEMORY_MB and limits[1] > pipeline.EXPORT_MEMORY_MB
+    assert "exporting again" in caplog.text
+    assert files(run) == files(expected_run)
+    sql_rows = []
+    for r in (run, expected_run):
+        with RunStore.open(r, read_only=True) as store:
+            sql_rows.append(store._query("SELECT ord, id FROM rows ORDER BY ord"))
+    assert sql_rows[0] == sql_rows[1] and len(sql_rows[0]) > 0  # the SQL `rows` once, not twice
+
+
 def test_a_row_group_converted_a_few_rows_at_a_time_has_the_same_bytes(monkeypatch):
     """The export turns rows into Python objects CONVERT_CHUNK at a time (they are ~25 KB each) and writes a row group
     of WRITE_CHUNK: the bytes do not depend on CONVERT_CHUNK. Rows of 32 KB each overflow Parquet's 1 MB dictionary and
