@@ -26,6 +26,7 @@ from typing import Any
 import duckdb
 from pydantic import BaseModel, Field
 
+from crome.builder.hub.answers import PATTERNS, answer_view
 from crome.builder.hub.shortcuts import shortcut_report
 from crome.builder.run.progress import read_progress
 from crome.builder.store import LOCK_FILE
@@ -37,13 +38,6 @@ KIND_OF_AUGMENTATION = {"original": "original", "upgrade": "causal", "degrade": 
                         "irrelevant_query": "neutral", "cross_prompt": "neutral", "shortcut_neutral": "neutral"}
 REQUIRED_COLUMNS = ("id", "prompt", "chosen", "rejected", "preference", "kind", "augmentation", "attribute", "source_id")
 HISTOGRAM_BINS = 24  # plus one overflow bin for the longest 1%
-# What counts as formatting, on whole answers (RE2, multi-line).
-PATTERNS = {
-    "header": r"(?m)^[ \t]{0,3}#{1,6}[ \t]+\S|^[ \t]{0,3}\S[^\n]*\n[ \t]{0,3}(=+|-{2,})[ \t]*$",  # ATX or setext
-    "bold": r"\*\*[^*\n]+\*\*|__[^_\n]+__",
-    "code": r"(?m)^[ \t]*(```|~~~)",
-    "list": r"(?m)^[ \t]*([-*+•]|\d{1,3}[.)])[ \t]+\S",
-}
 _HF_PATH = re.compile(r"^hf://datasets/[\w.-]+/[\w.-]+(@[^/]+)?(/.*)?$")
 _SPLIT_OF_FILE = r"(\w+)-\d{5}-of-\d{5}\.parquet$"
 DEFAULT_MEMORY_LIMIT = "2GB"  # DuckDB's own default is 80% of the machine's memory
@@ -269,35 +263,7 @@ def _prepare(con: duckdb.DuckDBPyConnection, source: AuditSource) -> None:
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
         raise AuditError(f"{source.label} is not a crome dataset: columns {missing} are missing")
-    _answer_view(con)
-
-
-# A substring every match of a pattern holds: the regex runs only on the answers that have one (`list` has none).
-_PATTERN_GATES = {"header": ("#", "=", "--"), "bold": ("**", "__"), "code": ("```", "~~~")}
-# Words: whitespace-separated tokens (space, tab, line ends, form feed, vertical tab), counted by splitting on spaces
-# and leaving out the empty pieces; as Python's `str.split()` on ASCII whitespace, and 4x cheaper than a regex split.
-_WORDS = ("len(list_filter(string_split(replace(replace(replace(replace(replace(text, chr(10), ' '), chr(9), ' '), "
-          "chr(13), ' '), chr(12), ' '), chr(11), ' '), ' '), lambda x: x <> ''))")
-
-
-def _answer_view(con: duckdb.DuckDBPyConnection) -> None:
-    """One row per answer (side chosen / rejected) with its length and formatting flags (a view: `--sql` can use it too)."""
-    def flag(name: str, pat: str) -> str:
-        gate = " OR ".join(f"contains(text, '{g}')" for g in _PATTERN_GATES.get(name, ()))
-        match = f"regexp_matches(text, '{pat}')"
-        return f"{f'CASE WHEN {gate} THEN {match} ELSE false END' if gate else match} AS has_{name}"
-
-    flags = ", ".join(flag(name, pat) for name, pat in PATTERNS.items())
-    con.execute(f"""
-        CREATE TEMP VIEW answers AS
-        WITH a AS (
-            SELECT id, split, kind, augmentation, preference, 'chosen' AS side, coalesce(chosen[1].content, '') AS text FROM pairs
-            UNION ALL
-            SELECT id, split, kind, augmentation, preference, 'rejected', coalesce(rejected[1].content, '') FROM pairs
-        )
-        SELECT *, length(text) AS chars, {_WORDS} AS words, {flags}
-        FROM a
-    """)
+    answer_view(con)
 
 
 # ---------------------------------------------------------------- the audit
