@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import duckdb
 
+from crome.builder.stages.shortcut_find import words_sql  # the finder's word count: 4x cheaper than a regex split
+
 # What counts as formatting, on whole answers (RE2, multi-line).
 PATTERNS = {
     "header": r"(?m)^[ \t]{0,3}#{1,6}[ \t]+\S|^[ \t]{0,3}\S[^\n]*\n[ \t]{0,3}(=+|-{2,})[ \t]*$",  # ATX or setext
@@ -17,10 +19,6 @@ PATTERNS = {
 
 # A substring every match of a pattern holds: the regex runs only on the answers that have one (`list` has none).
 _PATTERN_GATES = {"header": ("#", "=", "--"), "bold": ("**", "__"), "code": ("```", "~~~")}
-# Words: whitespace-separated tokens (space, tab, line ends, form feed, vertical tab), counted by splitting on spaces
-# and leaving out the empty pieces; as Python's `str.split()` on ASCII whitespace, and 4x cheaper than a regex split.
-_WORDS = ("len(list_filter(string_split(replace(replace(replace(replace(replace(text, chr(10), ' '), chr(9), ' '), "
-          "chr(13), ' '), chr(12), ' '), chr(11), ' '), ' '), lambda x: x <> ''))")
 
 
 def answer_view(con: duckdb.DuckDBPyConnection) -> None:
@@ -38,6 +36,6 @@ def answer_view(con: duckdb.DuckDBPyConnection) -> None:
             UNION ALL
             SELECT id, split, kind, augmentation, preference, 'rejected', coalesce(rejected[1].content, '') FROM pairs
         )
-        SELECT *, length(text) AS chars, {_WORDS} AS words, {flags}
+        SELECT *, length(text) AS chars, {words_sql('text')} AS words, {flags}
         FROM a
     """)

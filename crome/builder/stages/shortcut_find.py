@@ -110,6 +110,14 @@ _FORMAT_GATE = {"header": "contains(text, '#')", "bold": "(contains(text, '**') 
                 "link": "(contains(text, '](') OR contains(text, 'http'))", "exclamation": "contains(text, '!')",
                 "emoji": "strlen(text) <> length(text)"}  # emoji are not ASCII: an all-ASCII answer has as many bytes as characters
 _SPACES = "replace(replace(replace({0}, chr(10), ' '), chr(9), ' '), chr(13), ' ')"  # whitespace as spaces, no regex
+
+
+def words_sql(column: str) -> str:
+    """SQL for the number of words of `column`: whitespace-separated tokens (space, tab, line ends, form feed, vertical
+    tab), as Python's `str.split()` on ASCII whitespace, by splitting on spaces and not counting the empty pieces (no regex)."""
+    spaced = f"replace(replace({_SPACES.format(column)}, chr(12), ' '), chr(11), ' ')"
+    return f"len(list_filter(string_split({spaced}, ' '), lambda x: x <> ''))"
+
 _FEATURES = ("opening", "closing", "phrase", "format")  # a cue's feature as a small integer `f` in the (pair, cue) tables
 # A cue's key in the (pair, cue) tables: a 64-bit hash of its text, so that the grouping of millions of (pair, cue) rows
 # moves integers, not strings. Exact all the same: `_key_cues` checks every key against the distinct texts and,
@@ -169,15 +177,13 @@ def _prepare(con: duckdb.DuckDBPyConnection, strict_filter: str | None) -> int:
         WITH h AS (SELECT pid, k, bool_or(is_c) AS hc, bool_or(NOT is_c) AS hr FROM sc_feats JOIN sc_dict USING (f, h) GROUP BY ALL),
         keep AS (SELECT k FROM h GROUP BY ALL HAVING count(*) FILTER (hc <> hr) >= {MIN_DISCORDANT})
         SELECT h.* FROM h SEMI JOIN keep USING (k)""")
-    # Words: whitespace-separated tokens (space, tab, line end), by splitting on spaces and not counting the empty pieces.
-    words = f"len(list_filter(string_split({_SPACES}, ' '), lambda x: x <> ''))"
     lines = "strlen({0}) - strlen(replace({0}, chr(10), '')) + 1"  # line ends are one byte: strlen, not a character count
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE sc_len AS
         SELECT pid, m.name AS text, m.c_val AS cv, m.r_val AS rv FROM (
             SELECT pid, unnest([
                 {{'name': 'chars', 'c_val': length(c), 'r_val': length(r)}},
-                {{'name': 'words', 'c_val': {words.format('c')}, 'r_val': {words.format('r')}}},
+                {{'name': 'words', 'c_val': {words_sql('c')}, 'r_val': {words_sql('r')}}},
                 {{'name': 'lines', 'c_val': {lines.format('c')}, 'r_val': {lines.format('r')}}}
             ]) AS m FROM sc_pairs)""")
     return con.execute("SELECT count(*) FROM sc_pairs").fetchone()[0]
