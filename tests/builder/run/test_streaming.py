@@ -193,7 +193,7 @@ def test_a_row_group_converted_a_few_rows_at_a_time_has_the_same_bytes(monkeypat
     from crome.builder.run import export as export_
     from crome.schemas import DatasetRow, arrow_schema
 
-    sys.path.insert(0, str(REPO / "tests" / "builder" / "store"))
+    monkeypatch.syspath_prepend(str(REPO / "tests" / "builder" / "store"))  # undone after the test
     from store_helpers import row
 
     rows = [row(i % 5).model_copy(update={"source_id": f"{i}-" + "abcdefgh" * 4000}).model_dump_json() for i in range(60)]
