@@ -74,17 +74,15 @@ TASKS: tuple[str, ...] = tuple(t for s in STAGES for t in s.tasks)  # every temp
 
 
 # DuckDB's own memory in a build: its sorts and joins (the export's row order, the groups) spill to disk
-# beyond it. Its indexes (ART) cannot spill: they stay in memory. The call cache's index is over a 64-bit
-# value of each key (`k64`, store migration m006), ~40 bytes per call, ~0.25 KB per source pair at the
-# rules oracle's ~6 calls per pair; the source's two integer keys add ~25 bytes per pair. (Over the
-# 64-character keys it was ~120 bytes per call: a 20k-pair build ran out of a flat 128 MB, and the limit
-# grew 1 KB per pair.) So the limit is a base for the working set plus 320 bytes per source pair (about 90 MB more at
-# 300k pairs than at 10k). The export reopens the store first, which releases the indexes, and runs within
+# beyond it. Its indexes (ART) cannot spill: they stay in memory. The call cache has none (store migration
+# m007: its index over `k64` cost ~40 bytes per call, ~80 MB at 300k pairs); what is left are the source's two
+# integer keys, ~25 bytes per pair. So the limit is a base for the working set plus 64 bytes per source pair
+# (18 MB more at 300k pairs than at none). The export reopens the store first, which releases the indexes, and runs within
 # EXPORT_MEMORY_MB: it sorts ranges of ~65k rows (`work.SORT_RANGE_ROWS`) and spills the rest. At 192 MB DuckDB
 # filled its cache with the 300k build's blocks (~166 MB, against ~92 MB at 10k); at 128 MB the 300k store's
 # whole export ran in 246 s, and a 10k build's export never used more (benchmarks/RESULTS.md).
 MEMORY_MB = 192
-INDEX_BYTES_PER_PAIR = 320
+INDEX_BYTES_PER_PAIR = 64
 EXPORT_MEMORY_MB = 128
 
 
@@ -326,7 +324,7 @@ class Builder:
         )
         if finish is not None:
             finish(summary, self)
-        # DuckDB's indexes stay in memory once used (the call cache's grows with the source); the export uses
+        # DuckDB's indexes stay in memory once used (the source's grow with it); the export uses
         # none of them, so the store is reopened to release them and the export gets its own limit, under the base.
         limit = self.store.memory_mb
         self.store.reopen()
@@ -344,7 +342,7 @@ class Builder:
                 export(self.store, owned, self.tables, summary, writer=writer, progress=self.progress_file)
         finally:
             if limit is not None:
-                self.store.limit_memory(limit)  # a batch build's next pass loads the call index again
+                self.store.limit_memory(limit)  # a batch build's next pass works within the build's limit again
         self.progress_file.update(stage="done", status=summary["status"], force=True)
         return BuildResult(Path(cfg.out), summary, summary["counts"]["rows"], stopped)
 

@@ -346,3 +346,15 @@ def m006_calls_indexed_by_k64(con: duckdb.DuckDBPyConnection) -> None:
         con.execute("CREATE INDEX oracle_calls_k64 ON oracle_calls (k64)")
     finally:
         con.remove_function("_crome_key_k64")
+
+
+@migration
+def m007_calls_without_an_index(con: duckdb.DuckDBPyConnection) -> None:
+    """`oracle_calls` without `oracle_calls_k64`: the last index that grew with the calls.
+
+    DuckDB holds an index in memory from its first use to the connection's end and cannot spill
+    it: ~40 bytes per call, ~80 MB in a 300k-pair rules build's loop (1.76M calls), the part of its
+    peak that grew with the source. Lookups read the `k64` column, then the records by rowid ranges
+    (`run_store._find_calls`); a fresh build's lookups are answered by its Bloom filter.
+    """
+    con.execute("DROP INDEX IF EXISTS oracle_calls_k64")

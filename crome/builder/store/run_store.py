@@ -61,15 +61,48 @@ def _insert_arrow(con: duckdb.DuckDBPyConnection, sql: str, table: pa.Table) -> 
 
 
 def k64_where(keys: Sequence[str]) -> str:
-    """`k64 IN (...)`: the stored calls that may be those of `keys` (compare their keys), read from the table's index.
-
-    A constant list on the indexed column alone: DuckDB leaves its index unused for `IN (SELECT unnest(?))`
-    (a hash join over the whole table) and for a conjunction with the keys themselves: 80-90 ms for 50 keys among
-    1.6M calls, against 4 ms this way."""
+    """`k64 IN (...)`: the stored calls that may be those of `keys` (compare their keys)."""
     return f"k64 IN ({', '.join(str(key_k64(k)) for k in keys)})"
 
 
 _KEYS_PER_QUERY = 1000
+_ROWID_GAP = 2048  # found calls closer than this (DuckDB's vector) are read back in one range
+
+
+def _rowid_ranges(rowids: Iterable[int]) -> list[list[int]]:
+    """Sorted rowids cut into runs of neighbours (a gap of at most `_ROWID_GAP`, at most `_KEYS_PER_QUERY` each)."""
+    runs: list[list[int]] = []
+    for r in sorted(rowids):
+        if runs and r - runs[-1][-1] <= _ROWID_GAP and len(runs[-1]) < _KEYS_PER_QUERY:
+            runs[-1].append(r)
+        else:
+            runs.append([r])
+    return runs
+
+
+def _in_range(run: list[int]) -> str:
+    """A run of rowids as a filter DuckDB prunes by (the range skips the table's other row groups)."""
+    return f"rowid BETWEEN {run[0]} AND {run[-1]} AND rowid IN ({', '.join(str(r) for r in run)})"
+
+
+def _find_calls(query: Callable[[str], list[tuple]], keys: Sequence[str], columns: str) -> list[tuple[Any, ...]]:
+    """`rowid` and `columns` of the stored calls that may be those of `keys` (same `k64`; the caller compares keys).
+
+    `oracle_calls` has no index (store migration m007): DuckDB holds an index in memory from its
+    first use and cannot spill it, and the call cache's grew ~40 bytes per call, ~80 MB at 300k
+    source pairs. Without one, a lookup reads the `k64` column alone for the rowids (~15 ms among
+    1.76M calls), then the records by rowid ranges (the calls a window looks up were stored
+    together: ~13 ms for 50 among 200 neighbours; one far from the others ~6 ms). A fresh build
+    makes almost none: its Bloom filter (`RunStore._maybe_stored`) answers for keys never stored.
+    Run under one lock or transaction: rowids are stable until the table is written.
+    """
+    rowids: list[int] = []
+    for i in range(0, len(keys), _KEYS_PER_QUERY):
+        rowids += [r for (r,) in query(f"SELECT rowid FROM oracle_calls WHERE {k64_where(keys[i : i + _KEYS_PER_QUERY])}")]
+    out: list[tuple[Any, ...]] = []
+    for run in _rowid_ranges(rowids):
+        out += query(f"SELECT rowid, {columns} FROM oracle_calls WHERE {_in_range(run)}")
+    return out
 
 
 def _upsert_calls(con: duckdb.DuckDBPyConnection, records: list[CallRecord], now: datetime, add_sent: bool = True,
@@ -88,19 +121,14 @@ def _upsert_calls(con: duckdb.DuckDBPyConnection, records: list[CallRecord], now
             held = by_key.get(r.key)
             by_key[r.key] = r if held is None else replace(r, sent=[*held.sent, *r.sent])
     keys = list(by_key) if maybe is None else [k for k in by_key if k in maybe]  # `maybe`: the others are certainly new
-    found = []
-    for i in range(0, len(keys), _KEYS_PER_QUERY):
-        part = k64_where(keys[i : i + _KEYS_PER_QUERY])
-        found += [r for r in con.execute(f"SELECT rowid, key, created_at, batch_job_id, sent FROM oracle_calls WHERE {part}").fetchall()
-                  if r[1] in by_key]
+    found = [r for r in _find_calls(lambda sql: con.execute(sql).fetchall(), keys, "key, created_at, batch_job_id, sent") if r[1] in by_key]
     created = {key: at for _, key, at, _, _ in found}
     for _, key, _, job, sent in found:
         new = by_key[key]
         if add_sent and sent and not (job is not None and job == new.batch_job_id):
             by_key[key] = replace(new, sent=[*json.loads(sent), *new.sent])
-    held = [rowid for rowid, *_ in found]
-    for i in range(0, len(held), _KEYS_PER_QUERY):  # by rowid (stable within the transaction): the index found them
-        con.execute(f"DELETE FROM oracle_calls WHERE rowid IN ({', '.join(str(r) for r in held[i : i + _KEYS_PER_QUERY])})")
+    for run in _rowid_ranges(rowid for rowid, *_ in found):  # by rowid: stable within the transaction
+        con.execute(f"DELETE FROM oracle_calls WHERE {_in_range(run)}")
     rows = [call_values(r, created.get(r.key, now), now) for r in by_key.values()]
     if len(rows) < SMALL_BATCH:
         for row in rows:
@@ -401,11 +429,11 @@ class RunStore:
         if not keys:
             return {}
         wanted, found = set(keys), {}
-        for i in range(0, len(keys), _KEYS_PER_QUERY):
-            part = k64_where(keys[i : i + _KEYS_PER_QUERY])
-            for row in self._query(f"SELECT {CALL_SELECT if sent else CALL_SELECT_REPLAY} FROM oracle_calls WHERE {part}"):
-                if row[0] in wanted:  # not another key of the same k64
-                    found[row[0]] = call_from_row(row)
+        with self._mutex:
+            rows = _find_calls(self._query, keys, CALL_SELECT if sent else CALL_SELECT_REPLAY)
+        for _, *row in rows:
+            if row[0] in wanted:  # not another key of the same k64
+                found[row[0]] = call_from_row(tuple(row))
         return {k: found[k] for k in keys if k in found}
 
     def rubric_definitions(self, conversations: Iterable[str]) -> dict[str, dict[str, str]]:

@@ -8,7 +8,7 @@ import pytest
 from crome.builder.store import MIGRATIONS, STORE_FILE, RunStore, RunStoreError
 
 NAMES = ["m001_initial", "m002_sources_in_order", "m003_calls_record_every_request_sent", "m004_keys_hold_only_what_the_oracle_reads", "m005_streaming_build",
-         "m006_calls_indexed_by_k64"]
+         "m006_calls_indexed_by_k64", "m007_calls_without_an_index"]
 
 
 def test_migrations_apply_once_and_are_idempotent_on_reopen(tmp_path):
@@ -90,30 +90,48 @@ def test_m006_refiles_stored_calls_under_k64_and_keeps_keys_unique(tmp_path):
         assert sorted(store.get_calls(keys)) == sorted(keys)
         assert dict(store._query("SELECT key, k64 FROM oracle_calls")) == {k: key_k64(k) for k in keys}
         assert store._query("SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'oracle_calls' AND constraint_type = 'PRIMARY KEY'") == [(0,)]
-        assert store._query("SELECT index_name FROM duckdb_indexes() WHERE table_name = 'oracle_calls'") == [("oracle_calls_k64",)]
+        assert store._query("SELECT index_name FROM duckdb_indexes() WHERE table_name = 'oracle_calls'") == []  # m007
         store.record_calls([record("k'quoted", rewrite="Mars has two moons.")])  # a key recorded again replaces its call
         assert store._query("SELECT count(*) FROM oracle_calls WHERE key = 'k''quoted'") == [(1,)]
         assert store.get_call("k'quoted").parsed["rewrite"] == "Mars has two moons."
         assert store.get_calls(["absent"]) == {}
 
 
-def test_reopen_releases_duckdbs_indexes_and_keeps_the_limit_the_lock_and_the_data(tmp_path):
+def test_the_call_cache_holds_no_index_in_memory_and_finds_calls_stored_far_apart(tmp_path):
+    """m007: DuckDB cannot spill an index; the call cache's grew with the calls (~80 MB at 300k pairs). Lookups read `k64`, then rowid ranges."""
     from store_helpers import record
 
     keys = [f"sha256:{i:064x}" for i in range(20_000)]
     art = "SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() WHERE tag = 'ART_INDEX'"
+    with RunStore.open(tmp_path) as store:
+        for i in range(0, len(keys), 1000):
+            store.record_calls([record(k) for k in keys[i : i + 1000]])
+    with RunStore.open(tmp_path) as store:
+        wanted = keys[:300] + keys[5_000:5_003] + [keys[12_345], keys[-1], "sha256:absent"]  # neighbours, a far run, strays
+        found = store.get_calls(wanted)
+        assert list(found) == wanted[:-1] and all(found[k].key == k for k in found)
+        store.record_calls([record(keys[12_345], rewrite="again"), record(keys[7], rewrite="again")])  # replaced in place
+        assert store._query("SELECT count(*) FROM oracle_calls") == [(20_000,)]
+        assert store.get_call(keys[12_345]).parsed["rewrite"] == store.get_call(keys[7]).parsed["rewrite"] == "again"
+        assert store.get_call(keys[8]).parsed["rewrite"] == "Mars has three moons."
+        assert store._query(art) == [(0,)]
+
+
+def test_reopen_releases_duckdbs_indexes_and_keeps_the_limit_the_lock_and_the_data(tmp_path):
+    from crome.schemas.source import SourcePair
+
+    pairs = [SourcePair(source_id=f"s{i}", prompt=[{"role": "user", "content": f"q{i}"}], chosen={"role": "assistant", "content": "a"},
+                        rejected={"role": "assistant", "content": "b"}, row=i) for i in range(5_000)]
+    art = "SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() WHERE tag = 'ART_INDEX'"
     limit = "SELECT current_setting('memory_limit')"
     with RunStore.open(tmp_path) as store:
-        store.record_calls([record(k) for k in keys])
-    with RunStore.open(tmp_path) as store:  # a fresh process: the index is loaded when a lookup needs it
         store.limit_memory(150)
         before = store._query(limit)
-        assert store._query(art) == [(0,)]
-        assert len(store.get_calls(keys[:500])) == 500
+        store.replace_sources(pairs)  # the source's primary key: an index in memory
         assert store._query(art)[0][0] > 0
         store.reopen()
         assert store._query(art) == [(0,)]  # released
         assert store.memory_mb == 150 and store._query(limit) == before
         with pytest.raises(RunStoreError):
             RunStore.open(tmp_path)  # the run lock is still held
-        assert store.get_call(keys[-1]) is not None and len(store.get_calls(keys[:3])) == 3  # loaded again on use
+        assert [p.source_id for p in store.iter_sources()] == [p.source_id for p in pairs]
