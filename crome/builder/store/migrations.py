@@ -355,6 +355,6 @@ def m007_calls_without_an_index(con: duckdb.DuckDBPyConnection) -> None:
     DuckDB holds an index in memory from its first use to the connection's end and cannot spill
     it: ~40 bytes per call, ~80 MB in a 300k-pair rules build's loop (1.76M calls), the part of its
     peak that grew with the source. Lookups read the `k64` column, then the records by rowid ranges
-    (`run_store._find_calls`); a fresh build's lookups are answered by its Bloom filter.
+    (`call_table.find_calls`); a fresh build's lookups are answered by its Bloom filter.
     """
     con.execute("DROP INDEX IF EXISTS oracle_calls_k64")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import replace
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,23 +20,18 @@ import duckdb
 import pyarrow as pa
 
 import crome.builder.store.tables as tables
+from crome.builder.store.call_table import find_calls, upsert_calls
 from crome.builder.store.calls import (
     FINAL_STATUSES,
     SENT_SHAPE,
-    CALL_INSERT_BATCH,
-    CALL_INSERT_ROW,
-    CALL_SCHEMA,
     CALL_SELECT,
     CALL_SELECT_REPLAY,
-    CALL_STORED,
-    SMALL_BATCH,
     CallRecord,
     call_from_row,
     call_stats,
-    call_values,
-    key_k64,
 )
 from crome.builder.store.columns import to_json, utc_now
+from crome.builder.store.tables import insert_arrow
 from crome.builder.store.errors import RunStoreError
 from crome.builder.store.lock import acquire_lock, open_error, release_lock
 from crome.builder.store.migrations import MIGRATIONS, Migration, apply_migrations, applied_migrations, check_current
@@ -48,94 +42,6 @@ from crome.schemas.source import Quarantined, SourcePair
 STORE_FILE = "crome.duckdb"
 
 _FETCH = 1000  # rows per fetch when streaming a table back
-
-
-def _insert_arrow(con: duckdb.DuckDBPyConnection, sql: str, table: pa.Table) -> None:
-    """Run `sql` with `{batch}` naming the arrow table: one statement for the whole batch."""
-    name = f"_batch_{id(table):x}"
-    con.register(name, table)
-    try:
-        con.execute(sql.format(batch=name))
-    finally:
-        con.unregister(name)
-
-
-def k64_where(keys: Sequence[str]) -> str:
-    """`k64 IN (...)`: the stored calls that may be those of `keys` (compare their keys)."""
-    return f"k64 IN ({', '.join(str(key_k64(k)) for k in keys)})"
-
-
-_KEYS_PER_QUERY = 1000
-_ROWID_GAP = 2048  # found calls closer than this (DuckDB's vector) are read back in one range
-
-
-def _rowid_ranges(rowids: Iterable[int]) -> list[list[int]]:
-    """Sorted rowids cut into runs of neighbours (a gap of at most `_ROWID_GAP`, at most `_KEYS_PER_QUERY` each)."""
-    runs: list[list[int]] = []
-    for r in sorted(rowids):
-        if runs and r - runs[-1][-1] <= _ROWID_GAP and len(runs[-1]) < _KEYS_PER_QUERY:
-            runs[-1].append(r)
-        else:
-            runs.append([r])
-    return runs
-
-
-def _in_range(run: list[int]) -> str:
-    """A run of rowids as a filter DuckDB prunes by (the range skips the table's other row groups)."""
-    return f"rowid BETWEEN {run[0]} AND {run[-1]} AND rowid IN ({', '.join(str(r) for r in run)})"
-
-
-def _find_calls(query: Callable[[str], list[tuple]], keys: Sequence[str], columns: str) -> list[tuple[Any, ...]]:
-    """`rowid` and `columns` of the stored calls that may be those of `keys` (same `k64`; the caller compares keys).
-
-    `oracle_calls` has no index (store migration m007): DuckDB holds an index in memory from its
-    first use and cannot spill it, and the call cache's grew ~40 bytes per call, ~80 MB at 300k
-    source pairs. Without one, a lookup reads the `k64` column alone for the rowids (~15 ms among
-    1.76M calls), then the records by rowid ranges (the calls a window looks up were stored
-    together: ~13 ms for 50 among 200 neighbours; one far from the others ~6 ms). A fresh build
-    makes almost none: its Bloom filter (`RunStore._maybe_stored`) answers for keys never stored.
-    Run under one lock or transaction: rowids are stable until the table is written.
-    """
-    rowids: list[int] = []
-    for i in range(0, len(keys), _KEYS_PER_QUERY):
-        rowids += [r for (r,) in query(f"SELECT rowid FROM oracle_calls WHERE {k64_where(keys[i : i + _KEYS_PER_QUERY])}")]
-    out: list[tuple[Any, ...]] = []
-    for run in _rowid_ranges(rowids):
-        out += query(f"SELECT rowid, {columns} FROM oracle_calls WHERE {_in_range(run)}")
-    return out
-
-
-def _upsert_calls(con: duckdb.DuckDBPyConnection, records: list[CallRecord], now: datetime, add_sent: bool = True,
-                  maybe: set[str] | None = None) -> None:
-    """Replace the calls of these keys (last record of a key wins), keeping each key's first `created_at` and its requests sent.
-
-    A record that replaces another (a failed call made again) adds its `sent` to the old one's:
-    both were billed. A batch job's results read again (a crash before the job was marked
-    collected) replace their own earlier record instead, so they are not counted twice. With
-    `add_sent` False the records carry their whole `sent` already.
-    """
-    by_key = {r.key: r for r in records}
-    if len(by_key) < len(records):  # a key twice in one batch: the last record, the requests of both
-        by_key = {}
-        for r in records:
-            held = by_key.get(r.key)
-            by_key[r.key] = r if held is None else replace(r, sent=[*held.sent, *r.sent])
-    keys = list(by_key) if maybe is None else [k for k in by_key if k in maybe]  # `maybe`: the others are certainly new
-    found = [r for r in _find_calls(lambda sql: con.execute(sql).fetchall(), keys, "key, created_at, batch_job_id, sent") if r[1] in by_key]
-    created = {key: at for _, key, at, _, _ in found}
-    for _, key, _, job, sent in found:
-        new = by_key[key]
-        if add_sent and sent and not (job is not None and job == new.batch_job_id):
-            by_key[key] = replace(new, sent=[*json.loads(sent), *new.sent])
-    for run in _rowid_ranges(rowid for rowid, *_ in found):  # by rowid: stable within the transaction
-        con.execute(f"DELETE FROM oracle_calls WHERE {_in_range(run)}")
-    rows = [call_values(r, created.get(r.key, now), now) for r in by_key.values()]
-    if len(rows) < SMALL_BATCH:
-        for row in rows:
-            con.execute(CALL_INSERT_ROW, row)
-    else:
-        table = pa.Table.from_pylist([dict(zip(CALL_STORED, row)) for row in rows], schema=CALL_SCHEMA)
-        _insert_arrow(con, CALL_INSERT_BATCH, table)
 
 
 class RunStore:
@@ -265,7 +171,7 @@ class RunStore:
 
     def _insert(self, con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> None:
         """Append an Arrow batch to table `name` (inside a transaction body)."""
-        _insert_arrow(con, f"INSERT INTO {name} BY NAME SELECT * FROM {{batch}}", table)
+        insert_arrow(con, f"INSERT INTO {name} BY NAME SELECT * FROM {{batch}}", table)
 
     def limit_memory(self, megabytes: int) -> None:
         """Cap DuckDB's own memory (sorts and joins spill to RUN_DIR/crome.duckdb.tmp beyond it); a build sets it."""
@@ -307,7 +213,7 @@ class RunStore:
         def body(con: duckdb.DuckDBPyConnection) -> None:
             con.execute(f"DELETE FROM {name}")
             if records:
-                _insert_arrow(con, f"INSERT INTO {name} BY NAME SELECT * FROM {{batch}}", table)
+                insert_arrow(con, f"INSERT INTO {name} BY NAME SELECT * FROM {{batch}}", table)
 
         self._transaction(body)
         return len(records)
@@ -335,7 +241,7 @@ class RunStore:
         """Upsert call records by key in ONE transaction, durable on return; a repeated key: last one wins.
 
         Re-recording a key replaces the call, keeps only its first `created_at` and adds the
-        requests it sent to those already recorded (see `_upsert_calls`; `add_sent=False`: the records
+        requests it sent to those already recorded (see `call_table.upsert_calls`; `add_sent=False`: the records
         hold every request of their key already). It is a delete + insert
         rather than ON CONFLICT DO UPDATE, which DuckDB runs at half the speed.
         """
@@ -344,7 +250,7 @@ class RunStore:
             return
         now = utc_now()
         maybe = set(self._maybe_stored(r.key for r in records))
-        self._transaction(lambda con: _upsert_calls(con, records, now, add_sent, maybe))
+        self._transaction(lambda con: upsert_calls(con, records, now, add_sent, maybe))
         self._note_stored(r.key for r in records if r.key not in maybe)
 
     # A writer keeps a Bloom filter of the call keys it holds, so that the lookups and upserts of
@@ -430,7 +336,7 @@ class RunStore:
             return {}
         wanted, found = set(keys), {}
         with self._mutex:
-            rows = _find_calls(self._query, keys, CALL_SELECT if sent else CALL_SELECT_REPLAY)
+            rows = find_calls(self._query, keys, CALL_SELECT if sent else CALL_SELECT_REPLAY)
         for _, *row in rows:
             if row[0] in wanted:  # not another key of the same k64
                 found[row[0]] = call_from_row(tuple(row))
@@ -501,7 +407,7 @@ class RunStore:
             "INSERT INTO artifacts BY NAME SELECT * FROM {batch} "
             "ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
         )
-        self._transaction(lambda con: _insert_arrow(con, sql, table))
+        self._transaction(lambda con: insert_arrow(con, sql, table))
         return len(pairs)
 
     def put_artifact(self, kind: str, key: str, value: Any) -> None:
@@ -558,11 +464,11 @@ class RunStore:
             for row in rows:
                 chunk.append(row)
                 if len(chunk) == tables.INSERT_CHUNK:
-                    _insert_arrow(con, insert, tables.row_table(chunk, count, seen))
+                    insert_arrow(con, insert, tables.row_table(chunk, count, seen))
                     count += len(chunk)
                     chunk = []
             if chunk:
-                _insert_arrow(con, insert, tables.row_table(chunk, count, seen))
+                insert_arrow(con, insert, tables.row_table(chunk, count, seen))
                 count += len(chunk)
 
         self._transaction(body)

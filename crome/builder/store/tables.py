@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 
 from crome.builder.store.columns import from_json, to_json
@@ -128,3 +129,13 @@ def rejection_from_row(values: tuple) -> Rejection:
     data = dict(zip(_REJECTION_COLUMNS, values))
     data["candidate"] = from_json(data["candidate"])
     return Rejection(**data)
+
+
+def insert_arrow(con: duckdb.DuckDBPyConnection, sql: str, table: pa.Table) -> None:
+    """Run `sql` with `{batch}` naming the arrow table: one statement for the whole batch."""
+    name = f"_batch_{id(table):x}"
+    con.register(name, table)
+    try:
+        con.execute(sql.format(batch=name))
+    finally:
+        con.unregister(name)

@@ -199,12 +199,12 @@ def test_bloom_bulk_add_sets_the_same_bits_and_has_no_false_negatives():
 
 
 def test_calls_sharing_a_k64_stay_apart(tmp_path, monkeypatch):
-    """Lookups and replacements go by the index value `k64`, then the key: two keys with one k64 never mix."""
+    """Lookups and replacements go by `k64`, then the key: two keys with one k64 never mix."""
     import crome.builder.store.calls as calls_mod
-    import crome.builder.store.run_store as run_store_mod
+    import crome.builder.store.call_table as call_table_mod
 
     monkeypatch.setattr(calls_mod, "key_k64", lambda key: 7)
-    monkeypatch.setattr(run_store_mod, "key_k64", lambda key: 7)
+    monkeypatch.setattr(call_table_mod, "key_k64", lambda key: 7)
     with RunStore.open(tmp_path) as store:
         store.record_calls([record("a", rewrite="A1"), record("b", rewrite="B1")])
         store.record_calls([record("a", rewrite="A2")])
