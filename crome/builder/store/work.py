@@ -380,8 +380,9 @@ def import_calls(store: "RunStore", shard: Path) -> None:
     escaped = str(shard).replace("'", "''")
     store._query(f"ATTACH '{escaped}' AS _shard (READ_ONLY)")
     try:
-        # 256 slices by a hash of the key, one transaction each: DuckDB holds what a transaction adds to an
-        # indexed table in memory until it commits, so one transaction per shard would not fit its memory limit.
+        # 256 slices by a hash of the key, one transaction each: DuckDB held what a transaction added to the
+        # then indexed table in memory until it committed, so one transaction per shard did not fit its memory
+        # limit. The table has no index since m007; fewer slices (each is a scan of both tables) are not measured yet.
         for part in range(256):
             where = f"(i.k64 & 255) = {part}"
 
