@@ -48,11 +48,11 @@ def find_calls(query: Callable[[str], list[tuple]], keys: Sequence[str], columns
 
     `oracle_calls` has no index (store migration m007): DuckDB holds an index in memory from its
     first use and cannot spill it, and the call cache's grew ~40 bytes per call, ~80 MB at 300k
-    source pairs. Without one, a lookup reads the `k64` column alone for the rowids (among the
-    1.76M calls of a 300k-pair build: 2 ms warm, up to ~20 ms cold, where the index took ~26 ms), then the
-    records by rowid ranges (the calls a window looks up were stored together: ~13 ms for 50
-    among 200 neighbours; one far from the others ~6 ms). A fresh build
-    makes almost none: its Bloom filter (`RunStore._maybe_stored`) answers for keys never stored.
+    source pairs. Without one, a lookup reads the `k64` column alone for the rowids (25 keys among
+    the 1.76M calls of a 300k-pair build: 2 ms warm, up to ~20 ms cold; through the index: ~26 ms),
+    then the records by rowid ranges (the calls a window looks up were stored together: ~13 ms for
+    50 among 200 neighbours; one far from the others ~6 ms). A fresh build makes almost none: its
+    Bloom filter (`RunStore._maybe_stored`) answers for keys never stored.
     Run under one lock or transaction: rowids are stable until the table is written.
     """
     rowids: list[int] = []
