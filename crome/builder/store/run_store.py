@@ -188,7 +188,7 @@ class RunStore:
         """Close DuckDB's connection and open it again (the run lock stays held), with the same memory limit.
 
         DuckDB holds an index (ART) in memory from its first use until the database is closed, outside
-        what it can evict: the call cache's is ~80 MB at 300k source pairs. Reopening releases them; a
+        what it can evict (the source's two integer keys: ~25 bytes per pair). Reopening releases them; a
         query that needs one loads it again. The export needs none, so a build reopens its store first.
         """
         with self._mutex:
