@@ -3,6 +3,9 @@
 `make_run(tmp_path)` writes original, causal (degrade and upgrade, on named rubrics) and neutral
 (irrelevant-query tie) rows for a handful of hand-written source pairs, plus recorded rejections and
 a summary.json whose counts match the files. Tests can compute expected figures from `.rows`.
+
+`get_call`, `iter_calls` and `iter_sources` read back what a run's store holds where crome itself
+never reads it that way (one call by key, every call, the source pairs in order).
 """
 
 from __future__ import annotations
@@ -11,12 +14,15 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pyarrow.parquet as pq
 
 from crome import __version__
 from crome.builder.run.export import RUN_LAYOUT
+from crome.builder.store import CallRecord, RunStore
+from crome.builder.store.calls import CALL_SELECT, call_from_row
+from crome.builder.store.tables import SOURCE_SCHEMA, source_from_row
 from crome.outputs import Export, claim
 from crome.schemas import DatasetRow, Message, Provenance, Quality, Rejection, pair_id, to_table
 from crome.schemas.source import SourcePair
@@ -250,3 +256,25 @@ def rewrite_export(run: Path, writers: dict[str, Callable[[Path], None]]) -> Non
         else:
             export.keep(rel)
     export.commit()
+
+
+# --- reading a run's store ---------------------------------------------------------------------
+
+_SOURCE_SELECT = "SELECT " + ", ".join(f'"{c}"' for c in SOURCE_SCHEMA.names if c != "ord") + " FROM source_pairs ORDER BY ord"
+
+
+def get_call(store: RunStore, key: str) -> CallRecord | None:
+    """The stored call of `key`, or None."""
+    return store.get_calls([key]).get(key)
+
+
+def iter_calls(store: RunStore) -> Iterator[CallRecord]:
+    """Every stored call, by key."""
+    for row in store._stream(f"SELECT {CALL_SELECT} FROM oracle_calls ORDER BY key"):
+        yield call_from_row(row)
+
+
+def iter_sources(store: RunStore) -> Iterator[SourcePair]:
+    """Source pairs in the order they were stored (source order), on their own cursor: the store may be written meanwhile."""
+    for values in store._stream(_SOURCE_SELECT):
+        yield source_from_row(values)

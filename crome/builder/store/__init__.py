@@ -10,7 +10,7 @@ Modules:
 - `run_store`: `RunStore`, the one API: open/close, transactions, and every table's reads and writes;
 - `migrations`: the schema, an ordered list of named migrations, each applied once and recorded in `_migrations`;
 - `calls`: `CallRecord`, what a call stores (never headers or keys), which statuses a re-run replays;
-- `tables`: Arrow schemas and record conversion of sources, quarantine, rows, rejections, artifacts;
+- `tables`: Arrow schemas and record conversion of sources, quarantine, rejections, artifacts;
 - `lock`: one writer per run (an flock naming its pid), and `RunInUseError` naming the holder;
 - `columns`, `errors`: column conventions (naive UTC, canonical JSON) and the exceptions.
 

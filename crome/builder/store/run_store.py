@@ -36,8 +36,7 @@ from crome.builder.store.errors import RunStoreError
 from crome.builder.store.lock import acquire_lock, open_error, release_lock
 from crome.builder.store.migrations import MIGRATIONS, Migration, apply_migrations, applied_migrations, check_current
 from crome.schemas.hashing import Bloom
-from crome.schemas.rows import DatasetRow, Rejection
-from crome.schemas.source import Quarantined, SourcePair
+from crome.schemas.source import Quarantined
 
 STORE_FILE = "crome.duckdb"
 
@@ -206,31 +205,6 @@ class RunStore:
 
     # -- sources --
 
-    def _replace_table(self, name: str, records: list[dict[str, Any]], schema: pa.Schema) -> int:
-        """Replace every record of a re-derived table in one transaction."""
-        table = pa.Table.from_pylist(records, schema=schema)
-
-        def body(con: duckdb.DuckDBPyConnection) -> None:
-            con.execute(f"DELETE FROM {name}")
-            if records:
-                insert_arrow(con, f"INSERT INTO {name} BY NAME SELECT * FROM {{batch}}", table)
-
-        self._transaction(body)
-        return len(records)
-
-    def replace_sources(self, pairs: Iterable[SourcePair]) -> int:
-        """Replace the source pairs with `pairs`, in the order given (a build re-reads its source every run)."""
-        return self._replace_table("source_pairs", tables.source_records(pairs), tables.SOURCE_SCHEMA)
-
-    def replace_quarantined(self, items: Iterable[Quarantined]) -> int:
-        """Replace the quarantined source rows with `items`, in the order given."""
-        return self._replace_table("quarantined", tables.quarantine_records(items), tables.QUARANTINE_SCHEMA)
-
-    def iter_sources(self) -> Iterator[SourcePair]:
-        """Source pairs in the order they were stored (source order)."""
-        for values in self._stream(tables.SOURCE_SELECT):
-            yield tables.source_from_row(values)
-
     def iter_quarantined(self) -> Iterator[Quarantined]:
         for values in self._stream(tables.QUARANTINE_SELECT):
             yield tables.quarantined_from_row(values)
@@ -367,14 +341,6 @@ class RunStore:
             out[conv] = {r["name"]: r["definition"] for r in rubrics if isinstance(r, dict) and "name" in r and "definition" in r}
         return out
 
-    def get_call(self, key: str) -> CallRecord | None:
-        return self.get_calls([key]).get(key)
-
-    def iter_calls(self) -> Iterator[CallRecord]:
-        """Every stored call, by key (merging shards copies a run's cache this way)."""
-        for row in self._stream(f"SELECT {CALL_SELECT} FROM oracle_calls ORDER BY key"):
-            yield call_from_row(row)
-
     def iter_failed_calls(self) -> Iterator[CallRecord]:
         """The stored calls a re-run sends again (failures), by key."""
         final = ", ".join(f"'{s}'" for s in sorted(FINAL_STATUSES))
@@ -443,44 +409,6 @@ class RunStore:
     def get_meta(self, key: str, default: Any = None) -> Any:
         rows = self._query("SELECT value FROM meta WHERE key = ?", [key])
         return json.loads(rows[0][0]) if rows else default
-
-    # -- rows and rejections (re-derived by every build) --
-
-    def replace_rows(self, rows: Iterable[DatasetRow]) -> int:
-        """Replace all dataset rows with `rows`, kept in the order given; ids must be unique.
-
-        Inserted a chunk at a time inside one transaction: a JSON copy of every row at once would
-        double the peak memory of a large build. The store never reads them back: they are kept for SQL
-        on the run file (`SELECT data FROM rows ORDER BY ord`).
-        """
-        seen: dict[str, int] = {}
-        count = 0
-        insert = "INSERT INTO rows BY NAME SELECT * FROM {batch}"
-
-        def body(con: duckdb.DuckDBPyConnection) -> None:
-            nonlocal count
-            con.execute("DELETE FROM rows")
-            chunk: list[DatasetRow] = []
-            for row in rows:
-                chunk.append(row)
-                if len(chunk) == tables.INSERT_CHUNK:
-                    insert_arrow(con, insert, tables.row_table(chunk, count, seen))
-                    count += len(chunk)
-                    chunk = []
-            if chunk:
-                insert_arrow(con, insert, tables.row_table(chunk, count, seen))
-                count += len(chunk)
-
-        self._transaction(body)
-        return count
-
-    def replace_rejections(self, items: Iterable[Rejection]) -> int:
-        """Replace all rejections with `items`, kept in the order given."""
-        return self._replace_table("rejections", tables.rejection_records(items), tables.REJECTION_SCHEMA)
-
-    def iter_rejections(self) -> Iterator[Rejection]:
-        for values in self._stream(tables.REJECTION_SELECT):
-            yield tables.rejection_from_row(values)
 
     # -- overview --
 

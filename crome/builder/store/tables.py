@@ -1,5 +1,6 @@
-"""The re-derived tables (`source_pairs`, `quarantined`, `rows`, `rejections`) and `artifacts`:
-their Arrow schemas and how records convert to and from their columns.
+"""The re-derived tables (`source_pairs`, `quarantined`, `rejections`) and `artifacts`:
+their Arrow schemas and how records convert to and from their columns (`rows` is filled in SQL,
+by `work.BuildTables.publish_rows`).
 
 Each re-derived table keeps an `ord` column: records come back in the order a build stored them.
 """
@@ -16,7 +17,7 @@ import pyarrow as pa
 
 from crome.builder.store.columns import from_json, to_json
 from crome.schemas.messages import AssistantMessage, Message
-from crome.schemas.rows import DatasetRow, Rejection
+from crome.schemas.rows import Rejection
 from crome.schemas.source import Quarantined, SourcePair
 
 INSERT_CHUNK = 5_000  # rows per Arrow batch when replacing large tables
@@ -34,20 +35,12 @@ ARTIFACT_SCHEMA = pa.schema(
         ("created_at", pa.timestamp("us")), ("updated_at", pa.timestamp("us")),
     ]
 )
-ROW_SCHEMA = pa.schema(
-    [
-        ("ord", pa.int64()), ("id", pa.string()), ("source_id", pa.string()), ("kind", pa.string()),
-        ("augmentation", pa.string()), ("attribute", pa.string()), ("data", pa.string()),
-    ]
-)
 REJECTION_SCHEMA = pa.schema(
     [("ord", pa.int64())] + [(name, pa.string()) for name in Rejection.model_fields]
 )
 
-SOURCE_SELECT = "SELECT " + ", ".join(f'"{c}"' for c in SOURCE_SCHEMA.names if c != "ord") + " FROM source_pairs ORDER BY ord"
 QUARANTINE_SELECT = 'SELECT "row", reason, detail FROM quarantined ORDER BY ord'
 _REJECTION_COLUMNS = [c for c in REJECTION_SCHEMA.names if c != "ord"]
-REJECTION_SELECT = f"SELECT {', '.join(_REJECTION_COLUMNS)} FROM rejections ORDER BY ord"
 
 
 def source_records(pairs: Iterable[SourcePair]) -> list[dict[str, Any]]:
@@ -63,7 +56,7 @@ def source_records(pairs: Iterable[SourcePair]) -> list[dict[str, Any]]:
 
 
 def source_from_row(values: tuple) -> SourcePair:
-    """A row selected with `SOURCE_SELECT` as a `SourcePair`."""
+    """The columns of SOURCE_SCHEMA but `ord`, in order, as a `SourcePair`."""
     row, source_id, prompt, chosen, rejected, preference, subset, metadata = values
     return SourcePair(
         source_id=source_id,
@@ -75,10 +68,6 @@ def source_from_row(values: tuple) -> SourcePair:
         subset=subset,
         metadata=json.loads(metadata),
     )
-
-
-def quarantine_records(items: Iterable[Quarantined]) -> list[dict[str, Any]]:
-    return [{"ord": i, **q.model_dump()} for i, q in enumerate(items)]
 
 
 def quarantined_from_row(values: tuple) -> Quarantined:
@@ -96,25 +85,6 @@ def artifact_table(kind: str, pairs: dict[str, Any], now: datetime) -> pa.Table:
     )
 
 
-def row_table(chunk: list[DatasetRow], start: int, seen: dict[str, int]) -> pa.Table:
-    """Rows `start`, `start + 1`, ... as an Arrow batch; `seen` (id -> position) refuses a repeated id across chunks."""
-    out = []
-    for i, row in enumerate(chunk, start):
-        if row.id in seen:
-            raise ValueError(
-                f"row {i} has the same id as row {seen[row.id]} ({row.id}, source {row.source_id}): "
-                "duplicates must be rejected by dedup before the rows are stored"
-            )
-        seen[row.id] = i
-        out.append(
-            {
-                "ord": i, "id": row.id, "source_id": row.source_id, "kind": row.kind,
-                "augmentation": row.augmentation, "attribute": row.attribute, "data": row.model_dump_json(),
-            }
-        )
-    return pa.Table.from_pylist(out, schema=ROW_SCHEMA)
-
-
 def rejection_records(items: Iterable[Rejection]) -> list[dict[str, Any]]:
     records = []
     for i, r in enumerate(items):
@@ -125,7 +95,7 @@ def rejection_records(items: Iterable[Rejection]) -> list[dict[str, Any]]:
 
 
 def rejection_from_row(values: tuple) -> Rejection:
-    """A row selected with `REJECTION_SELECT` as a `Rejection`."""
+    """The columns of REJECTION_SCHEMA but `ord`, in order, as a `Rejection`."""
     data = dict(zip(_REJECTION_COLUMNS, values))
     data["candidate"] = from_json(data["candidate"])
     return Rejection(**data)

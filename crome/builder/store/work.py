@@ -149,9 +149,6 @@ class BuildTables:
 
         self.store._transaction(body)
 
-    def pool_size(self) -> int:
-        return self.store._query("SELECT count(*) FROM source_pairs")[0][0]
-
     def group_sizes(self) -> dict[int, int]:
         """Draw group -> its size (one small row per group)."""
         return dict(self.store._query("SELECT grp, count(*) FROM source_pairs GROUP BY grp"))

@@ -20,6 +20,7 @@ from crome.builder.run.pipeline import build
 from crome.builder.store import RunStore
 from crome.cli import app
 from fake_batch_server import FakeBatchServer
+from helpers_runs import get_call, iter_calls
 from test_build import write_pairs
 from test_build_llm import responder
 
@@ -109,7 +110,7 @@ def test_batch_build_passes_stage_by_stage_and_equals_the_online_build(tmp_path,
     assert final["counts"] == online["counts"]
     # Same tokens at half the price: the batch cost is what estimate_cost(batch=True) gives.
     with RunStore.open(out, read_only=True) as store:
-        calls = list(store.iter_calls())
+        calls = list(iter_calls(store))
     assert calls and all(c.batch_job_id for c in calls)
     tin, tout = sum(c.input_tokens for c in calls), sum(c.output_tokens for c in calls)
     assert (tin, tout) == (online["tokens"]["input"], online["tokens"]["output"])
@@ -144,7 +145,7 @@ def test_failed_and_expired_items_alone_are_sent_again(tmp_path, provider, fault
 
 def store_call(out: Path, key: str):
     with RunStore.open(out, read_only=True) as store:
-        return store.get_call(key)
+        return get_call(store, key)
 
 
 def test_invalid_batch_output_is_a_failure_sent_again_not_a_reask(tmp_path):

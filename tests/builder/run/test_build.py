@@ -15,6 +15,7 @@ from crome.schemas.calls import OracleResponse
 from crome.builder.run.pipeline import build
 from crome.builder.store import RunStore
 from crome.schemas import ROW_COLUMNS, DatasetRow, arrow_schema
+from helpers_runs import iter_sources
 from scripted_oracle import ScriptedOracle
 from paths import SHARED_DATA
 
@@ -349,4 +350,4 @@ def test_a_source_row_with_several_pairs_keeps_them_all(tmp_path):
     assert s["counts"]["source_rows"] == 4 and s["counts"]["source_pairs"] == 36  # 3 x 3 style pairs per prompt
     assert s["accounting"]["balanced"] and s["accounting"]["with_rows"] == 36
     with RunStore.open(out, read_only=True) as store:
-        assert len(list(store.iter_sources())) == 36
+        assert len(list(iter_sources(store))) == 36

@@ -22,6 +22,7 @@ from crome.prompts import load_template
 from crome.schemas import Counterfactual
 from crome.schemas.calls import Attempt, OracleResponse
 from fake_llm_server import FakeLLMServer, seeded_faults
+from helpers_runs import iter_calls
 from money_helpers import provider_key, sent_again_after_an_answer, usage_returned
 from test_build import write_pairs
 from test_build_llm import responder
@@ -114,11 +115,11 @@ def test_identical_requests_in_flight_share_one_call_and_unread_context_shares_t
         assert len(oracle.sent) == 2  # one call for the five, one for the other
         assert (generate.stats.new, generate.stats.shared, generate.stats.cached) == (2, 4, 4)
         assert (generate.stats.requests, generate.stats.input_tokens) == (4, 20)  # both attempts of both calls billed
-        sent = [e for rec in store.iter_calls() for e in rec.sent]
+        sent = [e for rec in iter_calls(store) for e in rec.sent]
         assert sorted((e["outcome"], e["input_tokens"]) for e in sent) == [("invalid", 4), ("invalid", 4), ("ok", 6), ("ok", 6)]
         assert store.counts()["oracle_calls"] == 2
         # The record holds what its key holds: no donor or seed of whichever pair happened to ask first.
-        assert [rec.request["context"] for rec in store.iter_calls()] == [{}, {}]
+        assert [rec.request["context"] for rec in iter_calls(store)] == [{}, {}]
 
 
 def test_a_store_that_cannot_write_stops_the_run_and_names_every_answered_call_it_lost(tmp_path, monkeypatch):

@@ -24,6 +24,7 @@ from crome.builder.run.status import run_status
 from crome.builder.store import RunStore
 from crome.cli import app
 from fake_llm_server import FakeLLMServer
+from helpers_runs import iter_calls
 from test_build_llm import responder
 
 FIXTURE = Path(__file__).resolve().parents[2] / "data" / "legacy_keys"
@@ -52,7 +53,7 @@ def test_a_run_made_with_the_old_keys_resends_only_what_todays_checks_refuse(tmp
     # The old store kept 117 calls (of the 164 requests it sent; the others overwrote one another
     # and their cost is lost to it). Rewrites and verdicts asked with other donors collapse.
     with RunStore.open(run, read_only=True) as store:
-        records = list(store.iter_calls())
+        records = list(iter_calls(store))
     old_sent = [e for r in records for e in r.sent if e.get("backfilled")]
     assert len(old_sent) == 117
     # Keys decide caching: no rubric, rating or rewrite is asked again. The fixture's verdicts named

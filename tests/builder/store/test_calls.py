@@ -6,6 +6,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from helpers_runs import get_call
 from store_helpers import record, request
 
 from crome.builder.store import FINAL_STATUSES, RETRY_STATUSES, CallRecord, RunStore
@@ -22,8 +23,8 @@ def test_call_round_trip_with_parsed_output(tmp_path):
     with RunStore.open(tmp_path) as store:
         store.record_calls([CallRecord.from_response(key, req, resp, "gemini", "gemini-2.0-flash")])
     with RunStore.open(tmp_path, read_only=True) as store:
-        rec = store.get_call(key)
-        assert store.get_call("sha256:missing") is None
+        rec = get_call(store, key)
+        assert get_call(store, "sha256:missing") is None
     assert rec is not None and rec.replayable
     assert (rec.provider, rec.model, rec.task, rec.template) == ("gemini", "gemini-2.0-flash", "degrade", "degrade@v1")
     assert rec.template_sha256 == load_template("degrade@v1").sha256
@@ -79,7 +80,7 @@ def test_batch_record_and_lookup(tmp_path):
         got = store.get_calls(wanted)
         assert list(got) == wanted[:3]  # in the order asked, missing keys absent
         assert [got[k].input_tokens for k in got] == [299, 0, 150]
-        assert store.get_call("dup").parsed["rewrite"] == "last"
+        assert get_call(store, "dup").parsed["rewrite"] == "last"
         assert len(store.get_calls(r.key for r in records)) == 300
         assert store.get_calls([]) == {}
 
@@ -91,8 +92,8 @@ def test_record_calls_is_one_transaction(tmp_path):
         bad.request["context"] = {"unserialisable": object()}
         with pytest.raises(TypeError):
             store.record_calls([record("k1", rewrite="replacement"), bad])
-        assert store.get_call("k1").parsed["rewrite"] == "original"
-        assert store.get_call("k2") is None
+        assert get_call(store, "k1").parsed["rewrite"] == "original"
+        assert get_call(store, "k2") is None
         store.record_calls([record("k3")])  # the store is still usable
         assert store.counts()["oracle_calls"] == 2
 
@@ -129,7 +130,7 @@ def test_keys_in_error_text_are_redacted(tmp_path, monkeypatch):
     rec = CallRecord(**{**rec.__dict__, "error": "401: bad key gem-secret-value-123; also sk-proj-abcdefghijklmnopqrstuvwx"})
     with RunStore.open(tmp_path) as store:
         store.record_calls([rec])
-        stored = store.get_call("k").error
+        stored = get_call(store, "k").error
     assert stored == "401: bad key ***; also ***"
     for path in tmp_path.iterdir():  # nowhere on disk: database, write-ahead log, lock file
         assert b"gem-secret-value-123" not in path.read_bytes()

@@ -75,6 +75,7 @@ def test_m006_refiles_stored_calls_under_k64_and_keeps_keys_unique(tmp_path):
     """A store made before m006 (calls under a primary key on `key`) keeps every call and finds it by `k64`."""
     from datetime import datetime
 
+    from helpers_runs import get_call
     from store_helpers import record
 
     from crome.builder.store.calls import CALL_COLUMNS, CALL_SELECT, call_values, key_k64
@@ -93,12 +94,13 @@ def test_m006_refiles_stored_calls_under_k64_and_keeps_keys_unique(tmp_path):
         assert store._query("SELECT index_name FROM duckdb_indexes() WHERE table_name = 'oracle_calls'") == []  # m007
         store.record_calls([record("k'quoted", rewrite="Mars has two moons.")])  # a key recorded again replaces its call
         assert store._query("SELECT count(*) FROM oracle_calls WHERE key = 'k''quoted'") == [(1,)]
-        assert store.get_call("k'quoted").parsed["rewrite"] == "Mars has two moons."
+        assert get_call(store, "k'quoted").parsed["rewrite"] == "Mars has two moons."
         assert store.get_calls(["absent"]) == {}
 
 
 def test_the_call_cache_holds_no_index_in_memory_and_finds_calls_stored_far_apart(tmp_path):
     """m007: DuckDB cannot spill an index; the call cache's grew with the calls (~80 MB at 300k pairs). Lookups read `k64`, then rowid ranges."""
+    from helpers_runs import get_call
     from store_helpers import record
 
     keys = [f"sha256:{i:064x}" for i in range(20_000)]
@@ -113,12 +115,15 @@ def test_the_call_cache_holds_no_index_in_memory_and_finds_calls_stored_far_apar
         assert list(found) == wanted[:-1] and all(found[k].key == k for k in found)
         store.record_calls([record(keys[12_345], rewrite="again"), record(keys[7], rewrite="again")])  # replaced in place
         assert store._query("SELECT count(*) FROM oracle_calls") == [(20_000,)]
-        assert store.get_call(keys[12_345]).parsed["rewrite"] == store.get_call(keys[7]).parsed["rewrite"] == "again"
-        assert store.get_call(keys[8]).parsed["rewrite"] == "Mars has three moons."
+        assert get_call(store, keys[12_345]).parsed["rewrite"] == get_call(store, keys[7]).parsed["rewrite"] == "again"
+        assert get_call(store, keys[8]).parsed["rewrite"] == "Mars has three moons."
         assert store._query(art) == [(0,)]
 
 
 def test_reopen_releases_duckdbs_indexes_and_keeps_the_limit_the_lock_and_the_data(tmp_path):
+    from helpers_runs import iter_sources
+    from store_helpers import replace_sources
+
     from crome.schemas.source import SourcePair
 
     pairs = [SourcePair(source_id=f"s{i}", prompt=[{"role": "user", "content": f"q{i}"}], chosen={"role": "assistant", "content": "a"},
@@ -128,11 +133,11 @@ def test_reopen_releases_duckdbs_indexes_and_keeps_the_limit_the_lock_and_the_da
     with RunStore.open(tmp_path) as store:
         store.limit_memory(150)
         before = store._query(limit)
-        store.replace_sources(pairs)  # the source's primary key: an index in memory
+        replace_sources(store, pairs)  # the source's primary key: an index in memory
         assert store._query(art)[0][0] > 0
         store.reopen()
         assert store._query(art) == [(0,)]  # released
         assert store.memory_mb == 150 and store._query(limit) == before
         with pytest.raises(RunStoreError):
             RunStore.open(tmp_path)  # the run lock is still held
-        assert [p.source_id for p in store.iter_sources()] == [p.source_id for p in pairs]
+        assert [p.source_id for p in iter_sources(store)] == [p.source_id for p in pairs]

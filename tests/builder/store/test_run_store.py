@@ -5,7 +5,11 @@ from __future__ import annotations
 import signal
 
 import pytest
-from store_helpers import query, record, row, run_child, stored_rows
+from helpers_runs import get_call, iter_sources
+from store_helpers import (
+    iter_rejections, query, record, replace_quarantined, replace_rejections, replace_rows, replace_sources, row, run_child,
+    stored_rows,
+)
 
 from crome.builder.store import STORE_FILE, RunStore
 from crome.schemas.messages import user
@@ -44,8 +48,8 @@ def test_calls_survive_a_killed_process(tmp_path):
     with RunStore.open(tmp_path, read_only=True) as store:
         assert store.counts()["oracle_calls"] == 1 + 4 * 50
     with RunStore.open(tmp_path) as store:  # the kill left no lock behind
-        assert store.get_call("k3-49").parsed == {"rewrite": "r3", "change": "c"}
-        assert store.get_call("k0-0").replayable
+        assert get_call(store, "k3-49").parsed == {"rewrite": "r3", "change": "c"}
+        assert get_call(store, "k0-0").replayable
         assert store.get_artifacts("rubrics", ["p0"]) == {"p0": {"rubrics": ["factuality"]}}
 
 
@@ -63,21 +67,21 @@ def test_sources_and_quarantine_round_trip(tmp_path):
                    Quarantined(row=7, reason="empty_field", detail="chosen[1] is empty"),
                    Quarantined(row=7, reason="empty_field", detail="chosen[2] is empty")]
     with RunStore.open(tmp_path) as store:
-        assert store.replace_sources(pairs) == 6
-        store.replace_quarantined(quarantined)
-        assert list(store.iter_sources()) == pairs  # all kept, in the order given
+        assert replace_sources(store, pairs) == 6
+        replace_quarantined(store, quarantined)
+        assert list(iter_sources(store)) == pairs  # all kept, in the order given
         assert list(store.iter_quarantined()) == quarantined
         # A build stores its sources again: they replace the previous ones.
-        store.replace_sources([SourcePair.make([user("q0 fixed")], "g", "b", row=0)])
-        assert [p.prompt_text for p in store.iter_sources()] == ["q0 fixed"]
+        replace_sources(store, [SourcePair.make([user("q0 fixed")], "g", "b", row=0)])
+        assert [p.prompt_text for p in iter_sources(store)] == ["q0 fixed"]
         assert store.counts()["source_pairs"] == 1
 
 
 def test_iterating_while_writing(tmp_path):
     with RunStore.open(tmp_path) as store:
-        store.replace_sources([SourcePair.make([user(f"q{i}")], "g", f"b{i}", row=i) for i in range(2500)])
+        replace_sources(store, [SourcePair.make([user(f"q{i}")], "g", f"b{i}", row=i) for i in range(2500)])
         seen = 0
-        for pair in store.iter_sources():
+        for pair in iter_sources(store):
             if pair.row % 500 == 0:
                 store.record_calls([record(f"call-{pair.row}")])
             seen += 1
@@ -115,28 +119,28 @@ def test_rows_and_rejections_are_replaced_each_build(tmp_path):
     ]
     # The store only writes rows: they are read back with SQL on the closed run.
     with RunStore.open(tmp_path) as store:
-        assert store.replace_rows(first) == 3
-        assert store.replace_rejections(rejections) == 2
-        assert list(store.iter_rejections()) == rejections
+        assert replace_rows(store, first) == 3
+        assert replace_rejections(store, rejections) == 2
+        assert list(iter_rejections(store)) == rejections
     assert stored_rows(tmp_path) == first
     second = [row(9, "causal"), row(1)]
     with RunStore.open(tmp_path) as store:
-        store.replace_rows(second)
-        store.replace_rejections(rejections[1:])
-        assert list(store.iter_rejections()) == rejections[1:]
+        replace_rows(store, second)
+        replace_rejections(store, rejections[1:])
+        assert list(iter_rejections(store)) == rejections[1:]
     assert stored_rows(tmp_path) == second  # in the order given
     with RunStore.open(tmp_path) as store:
         with pytest.raises(ValueError, match=r"row 1 has the same id as row 0"):
-            store.replace_rows([row(5), row(5)])
+            replace_rows(store, [row(5), row(5)])
     assert stored_rows(tmp_path) == second  # a refused replacement changes nothing
     with RunStore.open(tmp_path) as store:
-        store.replace_rows([])
+        replace_rows(store, [])
         assert store.counts()["rows"] == 0
 
 
 def test_rows_columns_are_queryable(tmp_path):
     # The columns audit queries filter on are real columns; the rest is the row's JSON.
     with RunStore.open(tmp_path) as store:
-        store.replace_rows([row(1), row(2, "causal")])
+        replace_rows(store, [row(1), row(2, "causal")])
     got = query(tmp_path, "SELECT kind, augmentation, attribute, data->>'$.provenance.oracle' FROM rows ORDER BY ord")
     assert got == [("original", "original", None, "rules"), ("causal", "degrade", "factuality", "rules")]
