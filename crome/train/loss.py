@@ -25,6 +25,9 @@ How a batch of S strict pairs and T ties (N = S + T) is reduced, `normalization`
   strict pairs) contributes only the term it has. With gradient accumulation or several devices
   the means are per micro-batch, as every other term of the loss.
 
+`reduce_pair_losses` is this reduction; PairPM (crome.train.pairpm.loss) reduces its pairs with it too,
+each pair's loss there being the mean of its two orders.
+
 The paper (Srivastava et al., arXiv 2506.16507) writes the objective as a Bradley-Terry term plus
 lambda times a tie term without saying how each is normalised. The two readings differ by the share
 of each kind: with half the rows ties, "pairs" is exactly half of "per_kind" (the same direction,
@@ -52,6 +55,25 @@ def pair_losses(margins: torch.Tensor, preference: torch.Tensor) -> torch.Tensor
 NORMALIZATIONS = ("pairs", "per_kind")
 
 
+def reduce_pair_losses(losses: torch.Tensor, preference: torch.Tensor, *, tie_weight: float = 1.0,
+                       normalization: str = "pairs") -> torch.Tensor:  # fmt: skip
+    """A batch's loss from its per-pair losses, reduced as `normalization` says (see the module docstring).
+
+    Shared by Bradley-Terry (`crome_loss`) and PairPM (crome.train.pairpm.loss), so both read the flag the same way.
+    """
+    tie = is_tie(preference)
+    if normalization == "pairs":
+        weights = torch.where(tie, torch.full_like(losses, tie_weight), torch.ones_like(losses))
+        return (weights * losses).mean()
+    if normalization == "per_kind":
+        strict = ~tie
+        # A kind absent from the batch adds nothing (a mean over no pairs would be 0/0).
+        strict_mean = (losses * strict).sum() / strict.sum().clamp(min=1)
+        tie_mean = (losses * tie).sum() / tie.sum().clamp(min=1)
+        return strict_mean + tie_weight * tie_mean
+    raise ValueError(f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {normalization!r}")
+
+
 def crome_loss(
     chosen_rewards: torch.Tensor,
     rejected_rewards: torch.Tensor,
@@ -64,18 +86,7 @@ def crome_loss(
     """The batch loss (see the module docstring for `normalization`), plus the optional reward-centering term."""
     margins = chosen_rewards - rejected_rewards
     losses = pair_losses(margins, preference.to(margins.dtype))
-    tie = is_tie(preference)
-    if normalization == "pairs":
-        weights = torch.where(tie, torch.full_like(margins, tie_weight), torch.ones_like(margins))
-        loss = (weights * losses).mean()
-    elif normalization == "per_kind":
-        strict = ~tie
-        # A kind absent from the batch adds nothing (a mean over no pairs would be 0/0).
-        strict_mean = (losses * strict).sum() / strict.sum().clamp(min=1)
-        tie_mean = (losses * tie).sum() / tie.sum().clamp(min=1)
-        loss = strict_mean + tie_weight * tie_mean
-    else:
-        raise ValueError(f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {normalization!r}")
+    loss = reduce_pair_losses(losses, preference, tie_weight=tie_weight, normalization=normalization)
     if center_rewards:
         # Eisenstein et al. 2023 (as TRL's center_rewards_coefficient): keeps each pair's rewards near zero so
         # the scale of r is identifiable; the pairwise loss only sees differences.

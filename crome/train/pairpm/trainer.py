@@ -3,8 +3,9 @@
 The data, `CromeConfig` (with `--arch pairpm`), LoRA, accelerate/DeepSpeed and every
 `TrainingArguments` flag work as for Bradley-Terry training; only the inputs (one sequence per
 order, crome.train.pairpm.encode), the head (crome.train.pairpm.model) and the loss
-(crome.train.pairpm.loss) differ. Logged metrics are per kind on the order-averaged logit
-(d_ab - d_ba) / 2, plus `position_consistency`: the share of pairs whose verdict survives the swap.
+(crome.train.pairpm.loss, read by the same `--tie-weight` and `--loss-normalization`) differ.
+Logged metrics are per kind on the order-averaged logit (d_ab - d_ba) / 2, plus
+`position_consistency`: the share of pairs whose verdict survives the swap.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class PairPMTrainer(CromeRewardTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         preference, kind = inputs.pop("preference"), inputs.pop("kind")
         d_ab, d_ba = torch.chunk(pairwise_logits(model, inputs, self.head, self.answer_ids), 2)
-        loss = pairpm_loss(d_ab, d_ba, preference, tie_weight=self.args.tie_weight)
+        loss = pairpm_loss(d_ab, d_ba, preference, tie_weight=self.args.tie_weight, normalization=self.args.loss_normalization)
         with torch.no_grad():
             d = 0.5 * (d_ab - d_ba)
             cols = torch.stack([torch.ones_like(d), (d > 0).to(d.dtype), pairpm_losses(d_ab, d_ba, preference), d.abs()], dim=1)
@@ -127,7 +128,8 @@ def train(config: CromeConfig) -> Path:
             "data": data.info,
             "text_format": "pairpm_" + ("chat_template" if encoder.chat else ("plain_judge" if head == "lm" else "pair_segments")),
             "truncation": truncation,
-            "loss": {"tie_weight": config.tie_weight, "orders": "both (ab target p, ba target 1 - p)"},
+            "loss": {"tie_weight": config.tie_weight, "normalization": config.loss_normalization,
+                     "orders": "both (ab target p, ba target 1 - p); a pair's loss is the mean of its two orders"},
             "train_metrics": result.metrics,
             "eval_metrics": eval_metrics,
             "log_history": trainer.state.log_history,

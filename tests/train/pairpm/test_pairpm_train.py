@@ -13,8 +13,10 @@ from typer.testing import CliRunner  # noqa: E402
 from crome.cli import app  # noqa: E402
 from crome.train.config import CromeConfig  # noqa: E402
 from crome.train.pairpm.encode import PairPMEncoder  # noqa: E402
-from crome.train.pairpm.judge import load_judge  # noqa: E402
-from crome.train.pairpm.template import JUDGE_V1  # noqa: E402
+from crome.train.pairpm import trainer as pairpm_trainer  # noqa: E402
+from crome.train.pairpm.judge import PairPMJudge, load_judge  # noqa: E402
+from crome.train.pairpm.model import load_pairpm_model  # noqa: E402
+from crome.train.pairpm.template import JUDGE_V1, get_template  # noqa: E402
 from crome.train.pairpm.trainer import train  # noqa: E402
 from crome.train.pairs import EvalPair, load_eval_pairs  # noqa: E402
 
@@ -54,12 +56,34 @@ def cfg(tmp_path, model, **kw):
     return CromeConfig(**base)
 
 
-def test_causal_lm_pairpm_trains_saves_reloads_and_reads_the_answer_slot(tmp_path):
+def probabilities_before_save(monkeypatch, pairs):
+    """Wrap the PairPM trainer's save: (P_ab, P_ba) of `pairs` read from the trained model in memory just before it is
+    saved (for LoRA: the adapters still unmerged). The dict it returns holds them under "probs" once `train` has run."""
+    seen, real = {}, pairpm_trainer.save_trained
+
+    def save(trainer, config, tokenizer):
+        record = {"head": trainer.head, "answer_token_ids": trainer.answer_ids,
+                  "template": get_template(config.judge_template).record() if trainer.head == "lm" else None}  # fmt: skip
+        seen["probs"] = PairPMJudge(trainer.model, tokenizer, record).probabilities(pairs)
+        return real(trainer, config, tokenizer)
+
+    monkeypatch.setattr(pairpm_trainer, "save_trained", save)
+    return seen
+
+
+def same_probabilities(got, expected, tol=1e-5):
+    return len(got) == len(expected) and all(
+        abs(x - x0) <= tol and abs(y - y0) <= tol for (x, y, _), (x0, y0, _) in zip(got, expected)
+    )
+
+
+def test_causal_lm_pairpm_trains_saves_reloads_and_reads_the_answer_slot(tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     write_run(tmp_path / "run", 8)
     model_dir = tiny_chat_lm(tmp_path / "lm")
     before = {k: v.clone() for k, v in AutoModelForCausalLM.from_pretrained(model_dir).named_parameters()}
+    in_memory = probabilities_before_save(monkeypatch, PAIRS)
     out = train(cfg(tmp_path, model_dir))
 
     marker = json.loads((out / "crome_pairpm.json").read_text())
@@ -75,6 +99,8 @@ def test_causal_lm_pairpm_trains_saves_reloads_and_reads_the_answer_slot(tmp_pat
     again = load_judge(str(out), device="cpu", dtype="float32")
     probs = judge.probabilities(PAIRS)
     assert probs == again.probabilities(PAIRS)
+    # ... and the P of the trained model in memory, read before it was saved.
+    assert same_probabilities(probs, in_memory["probs"]), (probs, in_memory["probs"])
     tok = AutoTokenizer.from_pretrained(out)
     model = AutoModelForCausalLM.from_pretrained(out).eval()
     a_id, b_id = tok("A", add_special_tokens=False)["input_ids"][0], tok("B", add_special_tokens=False)["input_ids"][0]
@@ -87,6 +113,62 @@ def test_causal_lm_pairpm_trains_saves_reloads_and_reads_the_answer_slot(tmp_pat
             with torch.no_grad():
                 logits = model(**tok(ids, return_tensors="pt", add_special_tokens=False)).logits[0, -1]
             assert torch.sigmoid(logits[a_id] - logits[b_id]).item() == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.parametrize("head", ["lm", "classifier"])
+def test_lora_pairpm_trains_saves_merged_and_reloads_to_the_same_p(tmp_path, monkeypatch, head):
+    pytest.importorskip("peft")
+    from crome.train.evaluate import load_scorer
+
+    write_run(tmp_path / "run", 4)
+    model_dir = tiny_chat_lm(tmp_path / "m") if head == "lm" else tiny_bert(tmp_path / "m", init_std=0.2)
+    before = {k: v.detach().clone() for k, v in load_pairpm_model(str(model_dir), head).named_parameters()}
+    in_memory = probabilities_before_save(monkeypatch, PAIRS)
+    # lora_target_modules unset: peft's "all-linear" (GPT-2's Conv1D included, the output layer excluded), as for BT.
+    out = train(cfg(tmp_path, model_dir, pairpm_head=head, lora=True, lora_r=4, lora_alpha=8, max_steps=3, learning_rate=1e-2,
+                    per_device_train_batch_size=6, max_length=600 if head == "lm" else 200))  # fmt: skip
+
+    record = json.loads((out / "crome_train.json").read_text())
+    assert record["config"]["lora"] is True and len([h for h in record["log_history"] if "loss" in h]) == 3
+    assert json.loads((out / "crome_pairpm.json").read_text())["head"] == head
+    assert not (out / "adapter_config.json").exists()  # the adapters were merged: a plain model, loaded without peft
+    after = dict(load_pairpm_model(str(out), head).named_parameters())
+    assert before.keys() == after.keys()
+    adapted, embeddings = {
+        "lm": ("transformer.h.0.attn.c_attn.weight", "transformer.wte.weight"),
+        "classifier": ("bert.encoder.layer.0.attention.self.query.weight", "bert.embeddings.word_embeddings.weight"),
+    }[head]  # fmt: skip
+    assert not torch.equal(before[adapted], after[adapted])  # LoRA trained and was merged in
+    assert torch.equal(before[embeddings], after[embeddings])  # not adapted
+    if head == "classifier":
+        assert not torch.equal(before["classifier.weight"], after["classifier.weight"])  # the head trains fully
+
+    # Reloaded through crome eval's loader: the same P as the unmerged LoRA model in memory before saving.
+    judge, _ = load_scorer(str(out), dtype="float32", device="cpu")
+    assert isinstance(judge, PairPMJudge) and judge.head == head
+    probs = judge.probabilities(PAIRS)
+    assert same_probabilities(probs, in_memory["probs"]), (probs, in_memory["probs"])
+
+
+def test_pairpm_trains_with_the_loss_normalization_it_is_given(tmp_path):
+    # One step on one batch holding every row: the logged loss is the configured reduction of the per-kind mean pair
+    # losses logged from the same forward pass (each pair's loss the mean of its two orders).
+    write_run(tmp_path / "run", 4)
+    model_dir = tiny_bert(tmp_path / "bert", init_std=0.2)
+    for normalization in ("pairs", "per_kind"):
+        out = train(cfg(tmp_path, model_dir, output_dir=str(tmp_path / normalization), loss_normalization=normalization,
+                        tie_weight=0.5, max_steps=1, per_device_train_batch_size=12, max_length=200))  # fmt: skip
+        record = json.loads((out / "crome_train.json").read_text())
+        assert record["loss"]["normalization"] == normalization and record["loss"]["tie_weight"] == 0.5
+        counts = record["data"]["train_rows_by_kind"]
+        assert counts == {"original": 4, "causal": 4, "neutral": 4}
+        (step,) = [h for h in record["log_history"] if "loss" in h]
+        strict_mean = (step["original_loss"] + step["causal_loss"]) / 2  # 4 pairs each
+        if normalization == "pairs":
+            expected = (8 * strict_mean + 0.5 * 4 * step["tie_loss"]) / 12
+        else:
+            expected = strict_mean + 0.5 * step["tie_loss"]
+        assert step["loss"] == pytest.approx(expected, rel=1e-5)
 
 
 def test_minilm_pairpm_trains_evaluates_and_filters(tmp_path):
