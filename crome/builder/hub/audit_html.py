@@ -249,7 +249,8 @@ def render_html(report: AuditReport) -> str:
         if key in sec:  # split_overlap: only with more than one split
             out.append(_section_html(sec[key]))
 
-    out.append(viewer_section(report.shortcuts.get("counterfactuals", []), note=report.shortcuts.get("definitions")))
+    out.append(viewer_section(report.shortcuts.get("counterfactuals", []), note=report.shortcuts.get("definitions"),
+                              explanations=report.shortcuts.get("explanations")))
     samples = "".join(
         f"<h3>{escape(kind)}</h3>" + "".join(_sample_html(kind, s) for s in rows) for kind, rows in report.samples.items()
     )

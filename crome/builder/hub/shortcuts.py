@@ -10,6 +10,14 @@ rubric's definition, which is per prompt. For a run folder of `crome build` the 
 theirs from the run store (the `rubrics` call of the pair's prompt); a published folder, a Parquet
 file or a filtered / neutralised run has no store, and the report says the definitions are not in
 that data (`definitions` in --json).
+
+Verifier explanations: a kept rewrite records only the verdict's summary (`quality.verification`,
+"pass: target worse"); the verifier's free-text `explanation` is in its `verify` call. For a run
+folder the viewer reads it from the store's call cache with one read-only DuckDB query: the call
+whose rendered request holds the row's conversation, original, rewrite, rubric and direction (the
+data contract carries no call key, and an LLM call stores no context to match instead). Elsewhere,
+or for a pair whose oracle could not judge (`rules`), the viewer shows the verdict alone
+(`explanations` in --json says how many were found, and from where).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from crome.builder.stages.base import conversation_text
 from crome.builder.stages.shortcut_find import ALPHA, find_shortcuts, top
@@ -46,6 +55,7 @@ def shortcut_report(con: duckdb.DuckDBPyConnection, *, seed: int = 0, run_folder
         },
         "counterfactuals": samples,
         "definitions": attach_definitions(samples, run_folder),
+        "explanations": attach_explanations(samples, run_folder),
     }
 
 
@@ -123,3 +133,57 @@ def attach_definitions(samples: list[dict[str, Any]], run_folder: Path | None) -
     if n < len(causal):
         note += " A pair without one has no answered rubrics call for its prompt in the store (another store, or a template that does not mark the prompt)."
     return {"source": STORE_FILE, "found": n, "pairs": len(causal), "note": note}
+
+
+VERIFIED = ("degrade", "upgrade")  # the causal rewrites the verify stage judges
+NO_STORE_EXPLANATIONS = ("Verifier explanations are not in this data: a row keeps the verdict (shown), and the verifier's "
+                         "explanation stays in the run store. Audit the run folder of `crome build` to see them.")
+# The stored verify request's last message (the verify template's user turn) and the rewrite in it: the join key.
+_VERIFY_CALLS = r"""
+    WITH calls AS (
+        SELECT json_extract_string(request, '$.messages[#-1].content') AS msg, parsed, updated_at
+        FROM oracle_calls WHERE task = 'verify' AND status = 'ok' AND parsed IS NOT NULL),
+    keyed AS (SELECT regexp_extract(msg, '<rewrite>\n((?s:.*))\n</rewrite>\n\nTarget rubric:\n', 1) AS rewrite, msg, parsed, updated_at
+              FROM calls)
+    SELECT w.i, arg_max(json_extract_string(k.parsed, '$.explanation'), k.updated_at)
+    FROM wanted w JOIN keyed k ON k.rewrite = w.rewrite
+    WHERE contains(k.msg, w.needle) AND contains(k.msg, w.direction)
+    GROUP BY w.i"""
+
+
+def _verify_needle(s: dict[str, Any]) -> tuple[str, str, str]:
+    """(rewrite, the rendered span from conversation to target rubric, the direction's words) as verify@v1 renders them."""
+    original, rewrite = (s["chosen"], s["rejected"]) if s["augmentation"] == "degrade" else (s["rejected"], s["chosen"])
+    needle = (f"<conversation>\n{s['conversation']}\n</conversation>\n\n<original>\n{original}\n</original>\n\n"
+              f"<rewrite>\n{rewrite}\n</rewrite>\n\nTarget rubric:\n- {s['attribute']}: ")
+    return rewrite, needle, f"becomes {'worse' if s['augmentation'] == 'degrade' else 'better'} on one target rubric"
+
+
+def attach_explanations(samples: list[dict[str, Any]], run_folder: Path | None) -> dict[str, Any]:
+    """Give each verified causal sample the verifier's `explanation` from its stored verify call, where there is one."""
+    verified = [s for s in samples if s["kind"] == "causal" and s["augmentation"] in VERIFIED]
+    for s in verified:
+        s["explanation"] = None
+    path = None if run_folder is None else run_folder / STORE_FILE
+    if path is None or not path.is_file():
+        return {"source": None, "found": 0, "pairs": len(verified), "note": NO_STORE_EXPLANATIONS}
+    if not verified:
+        return {"source": STORE_FILE, "found": 0, "pairs": 0, "note": ""}
+    wanted = pa.Table.from_pylist([dict(zip(("i", "rewrite", "needle", "direction"), (i, *_verify_needle(s)))) for i, s in enumerate(verified)])
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+        try:
+            con.register("wanted", wanted)
+            found = dict(con.execute(_VERIFY_CALLS).fetchall())
+        finally:
+            con.close()
+    except duckdb.Error as e:
+        note = f"Verifier explanations could not be read from the run store: {str(e).splitlines()[0][:200]}"
+        return {"source": None, "found": 0, "pairs": len(verified), "note": note}
+    for i, s in enumerate(verified):
+        s["explanation"] = found.get(i) or None
+    n = sum(s["explanation"] is not None for s in verified)
+    note = f"Verifier explanations from the run store ({STORE_FILE}): {n} of {len(verified)} shown rewrites have one."
+    if n < len(verified):
+        note += " A rewrite without one has no answered verify call in the store (an oracle that cannot judge, such as rules, or another store)."
+    return {"source": STORE_FILE, "found": n, "pairs": len(verified), "note": note}

@@ -34,6 +34,9 @@ CSS = """
 .cf .def { font-size:13px; color:var(--ink); margin:2px 0 0; font-style:italic; }
 .cf .def.none { color:var(--muted); font-style:normal; font-size:12px; }
 .note.defs { border-left:3px solid #6366f1; padding-left:8px; }
+.cf .expl { font-size:13px; color:var(--ink); margin-top:4px; padding:6px 8px; background:#f8fafc; border-left:3px solid #94a3b8;
+            border-radius:0 4px 4px 0; white-space:pre-wrap; word-break:break-word; }
+.cf .expl span { display:block; font-size:11px; font-weight:600; color:var(--muted); text-transform:uppercase; letter-spacing:.03em; }
 """
 DIFF_CHARS = 4000  # each side of a viewer pair is cut here (the data keeps it whole)
 _TOKEN = re.compile(r"\s+|[^\s]+")
@@ -139,6 +142,8 @@ def counterfactual_html(s: dict[str, Any], definitions: dict[str, str]) -> str:
         prompt = (f'<div class="meta">prompt of this tie (unrelated to the answers)</div>{prompt}'
                   f'<div class="meta">prompt the answers were written for</div><div class="prompt">{escape(_cut(s["original_prompt"]))}</div>')
     verdict = f"<div class=figs>verifier: {escape(verification)}</div>" if verification else ""
+    if s.get("explanation"):
+        verdict += f'<div class="expl"><span>verifier\'s explanation</span>{escape(_cut(s["explanation"]))}</div>'
     return (
         f'<div class="cf"><div class="meta">{tag}{rubric} · {escape(direction)} · <code>{escape(s["id"][:23])}…</code></div>{defined}{prompt}'
         f'<div class="cols"><div><div class="side">{heads[0]}</div><pre>{left}</pre></div>'
@@ -147,16 +152,20 @@ def counterfactual_html(s: dict[str, Any], definitions: dict[str, str]) -> str:
     )
 
 
-def viewer_section(samples: list[dict[str, Any]], definitions: dict[str, str] | None = None, note: dict[str, Any] | None = None) -> str:
-    """The viewer; `note` is the report's `definitions` record (where the rubric definitions came from, or why there are none)."""
+def viewer_section(samples: list[dict[str, Any]], definitions: dict[str, str] | None = None, note: dict[str, Any] | None = None,
+                   explanations: dict[str, Any] | None = None) -> str:
+    """The viewer; `note` and `explanations` are the report's `definitions` and `explanations` records (where the rubric
+    definitions and the verifier's explanations came from, or why there are none)."""
     if not samples:
         return "<section><h2>Counterfactual viewer</h2><p class=empty>no causal pairs or ties in this dataset</p></section>"
     body = "".join(counterfactual_html(s, definitions or {}) for s in samples)
-    if note and note.get("pairs"):
-        body = f'<p class="note defs">{escape(note["note"])}</p>' + body
+    notes = [r["note"] for r in (note, explanations) if r and r.get("pairs") and r.get("note")]
+    if notes:
+        body = "".join(f'<p class="note defs">{escape(n)}</p>' for n in notes) + body
     return (
         "<section id=\"viewer\"><h2>Counterfactual viewer</h2><p class=\"note\">A seeded sample of causal pairs, stratified by attribute and direction, "
         "then ties. Each shows the original and its rewrite word by word: <del>struck red</del> is what the rewrite removed, "
-        "<ins>green</ins> what it added. Validation figures and the verifier's verdict are those the row recorded.</p>"
+        "<ins>green</ins> what it added. Validation figures and the verifier's verdict are those the row recorded; the verifier's "
+        "explanation, where there is one, is its answer in the run store.</p>"
         f"{body}</section>"
     )

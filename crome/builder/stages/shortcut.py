@@ -14,8 +14,11 @@ Which phrases: found ones are neutralised only if they can go without taking con
   warnings, disclaimers: in a harmless-set answer "I can't help with that" is the point). The list
   is `DENY` below; it always applies to found phrases.
 - With a judging oracle (an LLM), the `shortcut_content` template asks whether the phrase carries
-  content, with three answers that hold it; a `true` keeps it. The rules oracle cannot judge, so
-  the deny list is all it has.
+  content, with three answers that hold it; a `true` keeps it (`carries_content`, the oracle's reason
+  recorded). A check with no valid answer keeps it too (`check_failed`: the call failed, was refused,
+  answered outside the schema, or got no answer in this run: a batch job holds it, the run stopped);
+  the next build asks again (a refusal is final: it replays). The rules oracle cannot judge, so the
+  deny list is all it has.
 - Per answer: the phrase must be a span of at most `MAX_NGRAM` words at the opening or closing,
   at most `MAX_SHARE` of the answer's characters, and leave at least `MIN_REST_WORDS` words.
 - A found phrase that is the start (the end) of a longer found one is dropped for the longer one:
@@ -32,6 +35,7 @@ is a recorded rejection (stage `shortcut`), and the phrases are in `summary.json
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
@@ -44,6 +48,8 @@ from crome.builder.stages.records import Candidate, PairContext
 from crome.builder.stages.shortcut_find import MAX_NGRAM, Shortcut, find_shortcuts
 from crome.schemas import Rejection, ShortcutEvidence, SourcePair
 from crome.schemas.hashing import stable_hash
+
+log = logging.getLogger(__name__)
 
 MAX_SHARE = 0.25  # the phrase is a small part of the answer: a quarter of its characters at most
 MIN_REST_WORDS = 3  # what is left is still an answer
@@ -305,7 +311,19 @@ class ShortcutStage(Stage):
 
     async def check(self, p: Phrase, pairs: Sequence[SourcePair]) -> None:
         variables = {"phrase": p.surface or p.text, "feature": p.feature, "examples": examples_with(p, pairs)}
-        resp = await self.ask("shortcut_content", variables, {"phrase": p.text, "feature": p.feature})
+        try:
+            resp = await self.ask("shortcut_content", variables, {"phrase": p.text, "feature": p.feature})
+        except Exception as exc:  # noqa: BLE001 - no answer in this run is no decision, and must not end the run here
+            # The call raised instead of answering: its request waits on a batch job, the run stopped (--max-cost,
+            # Ctrl-C, --max-failures, a fatal oracle error: the run reports that itself) or a bug. This stage runs
+            # in the ordered phase, where nothing would catch it before the export. Left alone, as a failed check;
+            # the next build asks again.
+            # crome's own stops (BuildStopped, BatchPending, an oracle's errors) are expected; anything else is
+            # likely a bug, so its traceback goes to the log.
+            log.warning("shortcut content check of %s %r not answered: %s", p.feature, p.text, type(exc).__name__,
+                        exc_info=not type(exc).__module__.startswith("crome."))
+            p.status, p.reason = "check_failed", f"content check not answered in this run: {type(exc).__name__}: {exc}"[:300]
+            return
         if not resp.ok or resp.parsed is None:
             p.status, p.reason = "check_failed", f"content check: {failure_detail(resp)}"
         elif resp.parsed.carries_content:
