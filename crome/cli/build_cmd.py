@@ -213,9 +213,7 @@ def register(app: typer.Typer) -> None:
                 templates_dir=str(templates_dir) if templates_dir else None,
             )
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(x) for x in first["loc"])
-            fail(f"{'option ' + where + ': ' if where else ''}{first['msg'].removeprefix('Value error, ')}")
+            fail(option_error(exc))
 
         if executor != "local" or shards is not None or ray_address is not None:
             from crome.cli.shards_cmd import build_sharded
@@ -310,6 +308,8 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary table."),
     ) -> None:
         """Merge complete shards into the dataset one unsharded build gives (cross-shard dedup included); calls no oracle."""
+        from pydantic import ValidationError
+
         from crome.builder.run.merge import MergeError, merge
         from crome.builder.sources import SourceError
         from crome.builder.store import RunStoreError
@@ -317,6 +317,8 @@ def register(app: typer.Typer) -> None:
 
         try:
             result = merge(shards, out, source=source, templates_dir=str(templates_dir) if templates_dir else None)
+        except ValidationError as exc:  # the build options, --templates-dir among them
+            fail(option_error(exc))
         except (MergeError, SourceError, RunStoreError, OutputError) as exc:
             fail(exc)
         if not quiet:
@@ -325,6 +327,13 @@ def register(app: typer.Typer) -> None:
             cost = "unknown model price" if totals["cost_usd"] is None else f"${totals['cost_usd']:.4f}"
             err.print(f"merged {result.summary['shards']['count']} shards: {totals['requests']} oracle requests, billed {cost} in the shards",
                       markup=False)
+
+
+def option_error(exc: Any) -> str:
+    """A BuildConfig ValidationError as one line: the first option it names and what is wrong with it."""
+    first = exc.errors()[0]
+    where = ".".join(str(x) for x in first["loc"])
+    return f"{'option ' + where + ': ' if where else ''}{first['msg'].removeprefix('Value error, ')}"
 
 
 def print_status(report: dict, console: Console) -> None:

@@ -35,10 +35,21 @@ def note(message: object) -> None:
     typer.echo(one_line(message), err=True)
 
 
+def first_line(text: object, limit: int = 400) -> str:
+    """The first line of `text` that is not blank, on one line, cut at `limit` characters."""
+    line = one_line(next((line for line in str(text).splitlines() if line.strip()), ""))
+    return line if len(line) <= limit else line[: limit - 3].rstrip() + "..."
+
+
 def os_error(e: OSError) -> str:
-    """An OSError as one line naming the path, without Python's `[Errno N]` prefix."""
-    where = f": {e.filename}" if e.filename else ""
-    return f"{e.strerror or type(e).__name__}{where}"
+    """An OSError as one line naming the path, without Python's `[Errno N]` prefix.
+
+    One raised with a message only (`OSError("...")`, as transformers and huggingface_hub raise it) has
+    no strerror: the first line of its message says what went wrong (the lines after it are advice).
+    """
+    what = e.strerror or first_line(e) or type(e).__name__
+    where = f": {e.filename}" if e.filename and str(e.filename) not in what else ""
+    return f"{what}{where}"
 
 
 def user_errors() -> tuple[type[BaseException], ...]:

@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
         except PublishError as e:
             fail(e)
         except Exception as e:  # noqa: BLE001 - the Hub's client raises many types; only its own errors are expected here
-            if not _is_hub_error(e):
+            if not is_hub_error(e):
                 raise
             fail(f"the Hub refused or could not be reached: {one_line(e)[:400]}", code=HUB_ERROR)
         for w in release.warnings:
@@ -119,7 +119,7 @@ def register(app: typer.Typer) -> None:
 _HUB_CLIENT_PACKAGES = {"huggingface_hub", "httpx", "httpx2", "httpcore", "httpcore2", "requests", "urllib3"}
 
 
-def _is_hub_error(e: Exception) -> bool:
+def is_hub_error(e: Exception) -> bool:
     """An error from talking to the Hub, not a bug of ours."""
     if isinstance(e, (ConnectionError, TimeoutError)):
         return True

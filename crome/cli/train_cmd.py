@@ -4,21 +4,93 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
-from crome.cli.errors import fail, os_error
+from crome.cli.errors import VERBOSE, fail, first_line, os_error
 
 log = logging.getLogger(__name__)
 
 _EXPECTED = (ValueError, FileNotFoundError, FileExistsError, ImportError)
+# What makes a folder a model transformers can load: a model config, or a (peft) adapter's.
+_MODEL_FILES = ("config.json", "adapter_config.json")
 
 
 def _fail(e: Exception) -> None:
     log.debug("failed", exc_info=e)
-    fail(os_error(e) if isinstance(e, OSError) and e.strerror else e)
+    fail(os_error(e) if isinstance(e, OSError) else e)
+
+
+def _quiet_hub_logs() -> None:
+    """Without -v, huggingface_hub logs errors only: not a warning per retry (ten of them when the Hub is down) before
+    the one error line that says what failed. transformers keeps its warnings (an eval of a model whose score head
+    was never trained says so); it logs nothing before a model error, which `_model_arg` reports first. A level the
+    user set (HF_HUB_VERBOSITY) is kept; with -v the Hub logs its warnings, as it does by default.
+    """
+    if "HF_HUB_VERBOSITY" not in os.environ:
+        from huggingface_hub.utils import logging as hub_logging
+
+        hub_logging.set_verbosity(logging.WARNING if VERBOSE["on"] else logging.ERROR)
+
+
+def _model_arg(name: str, value: str) -> str:
+    """The model a command was given, checked before any work: a local model folder, or a Hub id that resolves.
+
+    A value that looks like a path (it exists, starts with `.`, `/` or `~`, or has more than one `/`)
+    must be a folder holding a model config. Anything else is a Hub model id: its config is fetched now
+    (from the cache when HF_HUB_OFFLINE is set), so a wrong id or a missing network fails here, in one
+    line naming the model, and not after the data was read. Returns the value, `~` expanded.
+    """
+    expected = f"{name} {value}: expected a local model folder (with config.json) or a Hub model id; found"
+    path = Path(value).expanduser()
+    if path.exists() or value.startswith((".", "/", "~")) or value.count("/") > 1:
+        if not path.exists():
+            fail(f"{expected} no such folder")
+        if not path.is_dir():
+            fail(f"{expected} a file, not a folder")
+        if not any((path / f).is_file() for f in _MODEL_FILES):
+            fail(f"{expected} a folder without config.json")
+        return str(path) if value.startswith("~") else value
+    _hub_model(name, value, f"{expected} no such folder, and")
+    return value
+
+
+def _hub_model(name: str, value: str, expected: str) -> None:
+    """Fetch a Hub model's config (or a peft adapter's) into the cache; fail in one line if that cannot be done.
+
+    Exit 2 when the id is wrong (invalid, no such repo, no config, not cached while HF_HUB_OFFLINE is set);
+    3 when the Hub refuses (a gated model) or cannot be reached, as `crome publish` exits.
+    """
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.utils import (EntryNotFoundError, GatedRepoError, HFValidationError, LocalEntryNotFoundError,
+                                       RepositoryNotFoundError)
+
+    from crome.cli.publish_cmd import HUB_ERROR, is_hub_error
+
+    for filename in _MODEL_FILES:
+        try:
+            hf_hub_download(value, filename)
+            return
+        except Exception as e:  # noqa: BLE001 - the Hub's client raises many types; only its own errors are expected here
+            if not is_hub_error(e):
+                raise
+            log.debug("cannot fetch %s of %s", filename, value, exc_info=e)
+            if isinstance(e, HFValidationError):
+                fail(f"{expected} it is not a Hub id either: {first_line(e)}")
+            if isinstance(e, LocalEntryNotFoundError):  # not cached, and the Hub was not asked (offline) or did not answer
+                if constants.HF_HUB_OFFLINE:
+                    fail(f"{expected} no such model in the local Hub cache (HF_HUB_OFFLINE is set)")
+                fail(f"{name} {value}: not in the local Hub cache, and the Hub could not be reached: {first_line(e)}", code=HUB_ERROR)
+            if isinstance(e, GatedRepoError):
+                fail(f"{name} {value}: the Hub refused: {first_line(e)}", code=HUB_ERROR)
+            if isinstance(e, RepositoryNotFoundError):
+                fail(f"{expected} no such model on the Hub (a private one needs `hf auth login` or HF_TOKEN)")
+            if not isinstance(e, EntryNotFoundError):  # no config.json: a peft adapter's, then?
+                fail(f"{name} {value}: the Hub refused or could not be reached: {first_line(e)}", code=HUB_ERROR)
+    fail(f"{expected} a Hub repo without config.json")
 
 
 def _config_from_cli(base: dict[str, Any], extra: list[str]) -> Any:
@@ -89,15 +161,18 @@ def _print_pairpm(rep: dict[str, Any]) -> None:
     _print_table("PairPM: P averaged over both orders", rows, ("subset", "pairs", "accuracy", "position consistency", "position bias", "tie |P-0.5|"))
 
 
-def _best_of_n(model: str, data: list[Path], spec: str, draws: int, seed: int, limit: Optional[int], batch_size: int,
+def _best_of_n_sizes(spec: str) -> list[int]:
+    try:
+        return [int(x) for x in spec.split(",") if x.strip()]
+    except ValueError:
+        fail(f"--best-of-n takes a comma list of integers, got {spec!r}")
+
+
+def _best_of_n(model: str, data: list[Path], ns: list[int], draws: int, seed: int, limit: Optional[int], batch_size: int,
                max_length: int, dtype: str, device: Optional[str], out: Optional[Path]) -> None:  # fmt: skip
     from crome.train.bestofn import evaluate_best_of_n
 
     try:
-        try:
-            ns = [int(x) for x in spec.split(",") if x.strip()]
-        except ValueError:
-            raise ValueError(f"--best-of-n takes a comma list of integers, got {spec!r}") from None
         report = evaluate_best_of_n(
             model, data, ns, draws=draws, seed=seed, limit=limit, batch_size=batch_size, max_length=max_length, dtype=dtype, device=device
         )
@@ -154,6 +229,8 @@ def register(app: typer.Typer) -> None:
         max_train_rows: Optional[int] = typer.Option(None, help="Train on the first N rows only (smoke tests)."),
     ) -> None:
         """Train a reward model with the Crome loss. Any TrainingArguments flag may follow (e.g. --deepspeed ds.json)."""
+        _quiet_hub_logs()
+        model = _model_arg("--model", model)
         try:
             config = _config_from_cli(
                 {
@@ -215,8 +292,11 @@ def register(app: typer.Typer) -> None:
         With --perturb: accuracy under each meaning-preserving transformation next to clean accuracy on
         the pairs it covers (the drop); with --one-sided too: how often changing one answer flips the ranking.
         """
-        if best_of_n is not None:
-            _best_of_n(model, data, best_of_n, bon_draws, bon_seed, limit, batch_size, max_length, dtype, device, out)
+        sizes = _best_of_n_sizes(best_of_n) if best_of_n is not None else None  # options first: they cost nothing
+        _quiet_hub_logs()
+        model = _model_arg("MODEL", model)
+        if sizes is not None:
+            _best_of_n(model, data, sizes, bon_draws, bon_seed, limit, batch_size, max_length, dtype, device, out)
             return
         from crome.train.evaluate import evaluate_model
 
@@ -267,6 +347,8 @@ def register(app: typer.Typer) -> None:
 
         Originals (source ties included) and a test split are kept unscored. crome/train/RECIPE.md explains the thresholds.
         """
+        _quiet_hub_logs()
+        rm = _model_arg("--rm", rm)
         from crome.train.filter import filter_run
 
         try:

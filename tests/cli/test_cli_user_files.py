@@ -94,6 +94,8 @@ def test_build_merge_filter_refuse_folders_and_inputs_that_are_not_theirs(tmp_pa
     # The issue's case: the user's Parquet source inside the folder given as --out.
     pq.write_table(pa.Table.from_pylist([json.loads(line) for line in src.read_text().splitlines()]), user / "data" / "prefs.parquet")
     (tmp_path / "afile").write_text("not a folder\n")
+    (tmp_path / "stub-model").mkdir()  # passes filter's model check: --out is what is wrong
+    (tmp_path / "stub-model" / "config.json").write_text("{}\n")
     (tmp_path / "deep.jsonl").write_text("[" * 100_000 + "\n")
     garbage = tmp_path / "garbage"
     garbage.mkdir()
@@ -110,8 +112,8 @@ def test_build_merge_filter_refuse_folders_and_inputs_that_are_not_theirs(tmp_pa
         ["publish", "run", "--to", "./published"],
         ["build", "prefs.jsonl", "--out", "published", "-q"],  # a published folder is not a run
         ["merge", "run", "--out", "user"],
-        ["filter", "run", "--rm", "no-such-model", "--keep-margin", "0", "--out", "user"],
-        ["filter", "run", "--rm", "no-such-model", "--keep-margin", "0", "--out", "afile"],
+        ["filter", "run", "--rm", "stub-model", "--keep-margin", "0", "--out", "user"],
+        ["filter", "run", "--rm", "stub-model", "--keep-margin", "0", "--out", "afile"],
         ["status", "user"],
         ["status", "afile"],
         ["publish", "user", "--to", "./elsewhere"],
@@ -434,6 +436,8 @@ def test_outsized_answers_are_quarantined_and_a_paid_build_shows_its_estimate_fi
 def test_every_bad_input_the_readme_lists_is_one_line_and_exit_2(tmp_path, src):
     (tmp_path / "notes.txt").write_text("hello\n")
     (tmp_path / "qa.jsonl").write_text(json.dumps({"question": "Q", "good": "a", "bad": "b"}) + "\n")
+    (tmp_path / "stub-model").mkdir()  # passes the model check (a folder with config.json): the data is what is wrong
+    (tmp_path / "stub-model" / "config.json").write_text("{}\n")
     keep = snapshot(src, tmp_path / "notes.txt", tmp_path / "qa.jsonl")
     r = crome_many([
         ["build", "prefs.jsonl", "--out", "run", "--limit", "10", "-q"],  # 0: a run to use below
@@ -458,8 +462,8 @@ def test_every_bad_input_the_readme_lists_is_one_line_and_exit_2(tmp_path, src):
         ["audit", "run", "--sql", "SELEC nothing"],
         ["status", "nowhere"],
         ["sources", "inspect", "nope.jsonl"],
-        ["train", "nowhere", "--model", "m", "--out", "t"],
-        ["eval", "m", "--data", "nowhere"],
+        ["train", "nowhere", "--model", "stub-model", "--out", "t"],
+        ["eval", "stub-model", "--data", "nowhere"],
         ["nosuchcommand"],
     ], cwd=tmp_path)
     ok(r[0])
@@ -493,6 +497,66 @@ def test_every_bad_input_the_readme_lists_is_one_line_and_exit_2(tmp_path, src):
         refused(result, code, *needles)
     assert not (tmp_path / "r1").exists() and not (tmp_path / "m").exists() and not (tmp_path / "p").exists()
     assert snapshot(src, tmp_path / "notes.txt", tmp_path / "qa.jsonl") == keep
+
+
+def test_a_model_that_is_not_there_is_one_line_naming_it_and_exit_2(tmp_path, src):
+    """train --model, eval MODEL, filter --rm: a missing folder, a file, a folder without config.json, a Hub id not cached.
+
+    Checked before any work (the data is never read), and nothing else on stderr: no transformers error cut
+    to `OSError`, no Hub retry warnings. HF_HUB_OFFLINE is set (cli_driver) and the Hub cache is empty.
+    """
+    (tmp_path / "notes.txt").write_text("hello\n")
+    (tmp_path / "no-config").mkdir()
+    (tmp_path / "no-config" / "tokenizer.json").write_text("{}\n")
+    hub_id = "crome-test/no-such-model"
+    rm_options = ["--keep-fraction", "0.5", "--tie-fraction", "0.5", "--out", "f"]
+    cases = {
+        "./nowhere": "found no such folder",
+        "notes.txt": "found a file, not a folder",
+        "no-config": "found a folder without config.json",
+        hub_id: "found no such folder, and no such model in the local Hub cache (HF_HUB_OFFLINE is set)",
+    }
+    commands = [["build", "prefs.jsonl", "--out", "run", "--limit", "6", "-q"]]
+    for model in cases:
+        commands += [["train", "run", "--model", model, "--out", "t"], ["eval", model, "--data", "run"],
+                     ["filter", "run", "--rm", model, *rm_options]]
+    r = crome_many(commands, cwd=tmp_path, extra_env={"HF_HUB_CACHE": str(tmp_path / "hub-cache")})
+    ok(r[0])
+    results = iter(r[1:])
+    for model, found in cases.items():
+        for name in ("--model", "MODEL", "--rm"):
+            result = next(results)
+            line = refused(result, 2, f"{name} {model}: expected a local model folder (with config.json) or a Hub model id; {found}")
+            assert result.stderr.strip() == line, str(result)  # the one line and nothing before it
+    assert not any((tmp_path / d).exists() for d in ("t", "f"))
+
+    # -v: still the one line, exit 2, with the Hub's own error logged above it for whoever debugs it.
+    v = crome("-v", "eval", hub_id, "--data", "run", cwd=tmp_path, extra_env={"HF_HUB_CACHE": str(tmp_path / "hub-cache")})
+    assert v.code == 2 and v.stderr.strip().splitlines()[-1].startswith(f"error: MODEL {hub_id}: expected"), str(v)
+    assert "LocalEntryNotFoundError" in v.stderr, str(v)
+
+
+def test_a_templates_dir_that_is_not_a_folder_of_templates_is_one_line_and_exit_2(tmp_path, src):
+    (tmp_path / "notes.txt").write_text("hello\n")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "mine" / "degrade").mkdir(parents=True)  # the template folder itself, not the folder above it
+    (tmp_path / "mine" / "degrade" / "v9.jinja").write_text("not used\n")
+    r = crome_many([
+        ["build", "prefs.jsonl", "--out", "r1", "--templates-dir", "no-templates", "-q"],
+        ["build", "prefs.jsonl", "--out", "r1", "--templates-dir", "notes.txt", "-q"],
+        ["build", "prefs.jsonl", "--out", "r1", "--templates-dir", "empty", "-q"],
+        ["build", "prefs.jsonl", "--out", "r1", "--templates-dir", "mine/degrade", "-q"],
+        *[["build", "prefs.jsonl", "--out", f"s{i}", "--shard", f"{i}/2", "-q"] for i in range(2)],
+        ["merge", "s0", "s1", "--out", "m", "--templates-dir", "no-templates"],
+    ], cwd=tmp_path)
+    expected = "option templates_dir: expected a folder of template versions (NAME/vN.jinja), found"
+    refused(r[0], 2, f"{expected} no such folder: no-templates")
+    refused(r[1], 2, f"{expected} a file, not a folder: notes.txt")
+    refused(r[2], 2, f"{expected} a folder with no NAME/vN.jinja in it: empty")
+    refused(r[3], 2, f"{expected} a folder with no NAME/vN.jinja in it: mine/degrade")
+    ok(r[4]), ok(r[5])
+    refused(r[6], 2, f"{expected} no such folder: no-templates")
+    assert not (tmp_path / "r1").exists() and not (tmp_path / "m").exists()
 
 
 def test_a_bad_key_or_an_unknown_model_is_one_line_and_exit_3(tmp_path, fake_llm_server):

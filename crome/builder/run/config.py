@@ -73,6 +73,21 @@ class BuildConfig(BaseModel):
     def _unique(cls, v: list[str]) -> list[str]:
         return list(dict.fromkeys(v))
 
+    @field_validator("templates_dir")
+    @classmethod
+    def _templates_folder(cls, v: str | None) -> str | None:
+        """A folder that is not there, or holds no template, would build with the packaged templates without a word."""
+        if v is None:
+            return v
+        from crome.prompts import list_templates
+
+        folder = Path(v)
+        found = ("no such folder" if not folder.exists() else "a file, not a folder" if not folder.is_dir()
+                 else None if list_templates(folder) else "a folder with no NAME/vN.jinja in it")
+        if found:
+            raise ValueError(f"expected a folder of template versions (NAME/vN.jinja), found {found}: {v}")
+        return v
+
     @model_validator(mode="after")
     def _batchable(self) -> "BuildConfig":
         if self.batch and self.is_rules:
