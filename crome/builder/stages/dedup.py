@@ -16,6 +16,7 @@ fixed, so the same texts in the same order give the same answers on every machin
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -102,6 +103,13 @@ def band_key(band: int, values: np.ndarray) -> int:
     return int.from_bytes(digest, "little", signed=True)
 
 
+@functools.lru_cache(maxsize=8)
+def lsh_ranges(threshold: float, num_perm: int) -> tuple[tuple[int, int], ...]:
+    """The band ranges `MinHashLSH` picks for `threshold`: found by numerical integration (scipy), about
+    0.3 s each time, so once per process and setting rather than once per `Deduper` (a build makes several)."""
+    return tuple(MinHashLSH(threshold=threshold, num_perm=num_perm).hashranges)
+
+
 class Deduper:
     """Registers texts and tells whether a new one duplicates an earlier one, exactly or nearly.
 
@@ -122,8 +130,7 @@ class Deduper:
         self.num_perm = num_perm
         self.shingle = shingle
         self.seed = seed
-        lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-        self._ranges = list(lsh.hashranges)
+        self._ranges = lsh_ranges(threshold, num_perm)
         self.backend, self.name = backend, name
         self._bloom = Bloom(capacity) if backend is not None else None
         self._exact: dict[str, str] = {}  # normalised-text hash -> first item id (since the last drain)
