@@ -1,15 +1,17 @@
 """Best-of-N: let a reward model pick one of N candidate answers and measure the gold quality of its pick.
 
 For each prompt with K candidates of known quality and each N <= K, `draws` subsets of N distinct
-candidates are drawn (seeded by the seed, the prompt and N, so a rerun draws the same; with N = K
-there is one draw, all candidates). The model picks one:
+candidates are drawn (seeded by the seed, the prompt, N and the set's id: a record's `id`, or for a
+local file without one "<file name> row <i>", so a rerun draws the same, and a renamed file or moved
+row draws anew; with N = K there is one draw, all candidates). The model picks one:
 
 - BT: the candidate with the highest reward r(prompt, answer);
 - PairPM: a round-robin tournament: every two candidates of the draw are compared (P averaged over
   both orders) and the pick is the one with the highest sum of P(it > other) over its opponents.
   Only the pairs that some draw needs are scored, each once.
 
-Ties in the model's scores go to the candidate listed first in the file. Per N the report gives,
+Exact ties in the model's scores go to the candidate listed first in the file (two identical
+answers are scored as two inputs, whose float noise, about 1e-8, may still order them). Per N the report gives,
 averaged over every draw of every prompt: the gold score of the pick, of the best candidate in the
 draw (`best`), its mean (`random`: the expected gold of a uniform random pick, exact rather than
 sampled) and of the worst; `hit_rate` (the pick has the draw's best gold score), `regret` (best -
