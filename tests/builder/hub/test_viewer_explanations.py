@@ -21,13 +21,8 @@ from crome.builder.run.config import BuildConfig
 from crome.builder.run.pipeline import build
 from crome.cli import app
 from fake_llm_server import FakeLLMServer, RequestRecord
-
-RUBRICS = ["factuality", "relevance", "completeness"]
-
-
-def _between(text: str, tag: str) -> str:
-    m = re.search(rf"<{tag}>\n(.*?)\n</{tag}>", text, re.DOTALL)
-    return m.group(1) if m else ""
+from llm_responder import _between
+from llm_responder import responder as good_judge
 
 
 def explanation(rubric: str, target: str, original: str, rewrite: str) -> str:
@@ -37,27 +32,13 @@ def explanation(rubric: str, target: str, original: str, rewrite: str) -> str:
 
 
 def responder(record: RequestRecord):
-    title = (record.schema or {}).get("title")
-    text = "\n".join(t for role, t in record.messages if role == "user")
-    if title == "Rubrics":
-        return {"rubrics": [{"name": n, "definition": f"how well the answer handles {n}"} for n in RUBRICS]}
-    if title == "Ratings":
-        rating = "strong" if _between(text, "answer").count(".") >= 6 else "weak"
-        return {"ratings": [{"rubric": n, "rating": rating, "reason": "see the answer"} for n in RUBRICS]}
-    if title == "Counterfactual":
-        words = _between(text, "answer").split(" ")
-        target = re.search(r"target rubric:\n- (\w+):", text).group(1)
-        tag = "wrongly" if "clearly WORSE" in text else "precisely"
-        mid, k = len(words) // 2, max(2, len(words) // 4)
-        words[mid: mid + k] = [f"{tag}-{target}"] + [f"{tag}{i}" for i in range(k - 1)]
-        return {"rewrite": " ".join(words), "change": f"changed {target}"}
-    if title == "Verdict":
-        target = "worse" if "becomes worse" in text else "better"
-        others = re.findall(r"^- (\w+):", text.split("Other rubrics:", 1)[1].split("\n\n", 1)[0], re.M)
+    """The build tests' good judge and editor, whose verifier explains each rewrite in its own words."""
+    answer = good_judge(record)
+    if (record.schema or {}).get("title") == "Verdict":
+        text = "\n".join(t for role, t in record.messages if role == "user")
         rubric = re.search(r"Target rubric:\n- (\w+):", text).group(1)
-        return {"target": target, "others": [{"rubric": n, "change": "same"} for n in others],
-                "explanation": explanation(rubric, target, _between(text, "original"), _between(text, "rewrite"))}
-    return None
+        answer["explanation"] = explanation(rubric, answer["target"], _between(text, "original"), _between(text, "rewrite"))
+    return answer
 
 
 def sentences(i: int, n: int) -> str:

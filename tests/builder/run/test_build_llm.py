@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -14,45 +13,11 @@ from crome.builder.run.config import BuildConfig
 from crome.builder.oracles import get_oracle
 from crome.builder.run.pipeline import build
 from crome.cli import app
-from fake_llm_server import RETRIED, FakeLLMServer, RequestRecord, expected_requests, seeded_faults
+from fake_llm_server import RETRIED, FakeLLMServer, expected_requests, seeded_faults
+from llm_responder import RUBRICS, _between, other_rubrics, responder  # noqa: F401 - re-exported to the other build tests
 from test_build import write_pairs
 
-RUBRICS = ["factuality", "relevance", "completeness"]
 KEY = "sk-proj-PLANTEDsecretKEY0123456789abcdefXYZ"
-
-
-def _between(text: str, tag: str) -> str:
-    m = re.search(rf"<{tag}>\n?(.*?)\n?</{tag}>", text, re.DOTALL)
-    return m.group(1) if m else ""
-
-
-def other_rubrics(text: str) -> list[str]:
-    """The names the verify prompt lists under "Other rubrics:", as a judge reads them."""
-    section = text.split("Other rubrics:", 1)[1].split("\n\n", 1)[0]
-    return re.findall(r"^- (\w+):", section, re.M)
-
-
-def responder(record: RequestRecord):
-    """Realistic answers by output schema: what a good judge and editor would return."""
-    title = (record.schema or {}).get("title")
-    text = "\n".join(t for role, t in record.messages if role == "user")
-    if title == "Rubrics":
-        return {"rubrics": [{"name": n, "definition": f"how well the answer handles {n}"} for n in RUBRICS]}
-    if title == "Ratings":
-        answer = _between(text, "answer")
-        rating = "strong" if answer.count(".") >= 6 else "weak"
-        return {"ratings": [{"rubric": n, "rating": rating, "reason": "see the answer"} for n in RUBRICS]}
-    if title == "Counterfactual":
-        words = _between(text, "answer").split(" ")
-        target = re.search(r"target rubric:\n- (\w+):", text).group(1)
-        tag = "wrongly" if "clearly WORSE" in text else "precisely"
-        mid, k = len(words) // 2, max(2, len(words) // 4)
-        words[mid : mid + k] = [f"{tag}-{target}"] + [f"{tag}{i}" for i in range(k - 1)]
-        return {"rewrite": " ".join(words), "change": f"changed {target}"}
-    if title == "Verdict":
-        target = "worse" if "becomes worse" in text else "better"
-        return {"target": target, "others": [{"rubric": n, "change": "same"} for n in other_rubrics(text)], "explanation": "as intended"}
-    return None
 
 
 @pytest.fixture
